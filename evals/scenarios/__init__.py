@@ -1,0 +1,1 @@
+"""Built-in eval scenarios (package data)."""

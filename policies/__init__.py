@@ -1,0 +1,62 @@
+"""Policy model, decisions, approvals, redaction and the audit chain.
+
+This package imports nothing else of ours: its decisions are pure functions over
+typed records, and its only I/O is the audit log.
+"""
+
+from mlops_supervisor.policies.approvals import (
+    ApprovalRequest,
+    ApprovalResponse,
+    check_approver,
+    evaluate_approval,
+    new_approval_request,
+)
+from mlops_supervisor.policies.audit import AuditLog, AuditVerification, verify_audit_log
+from mlops_supervisor.policies.decisions import Decision, DecisionKind, ReasonCode
+from mlops_supervisor.policies.engine import ProposedCall, approval_binding, decide_tool_call
+from mlops_supervisor.policies.errors import (
+    MlopsSupervisorError,
+    ModelRequestsNotAllowedError,
+    PolicyFileError,
+    RunError,
+    ScriptExhaustedError,
+    ToolNotAvailableError,
+    UnknownThreadError,
+    UsageError,
+    WorkspaceError,
+)
+from mlops_supervisor.policies.policy import Policy, default_policy_text, load_policy
+from mlops_supervisor.policies.redaction import Finding, PatternRedactor, Redactor, redact_value
+
+__all__ = [
+    "ApprovalRequest",
+    "ApprovalResponse",
+    "AuditLog",
+    "AuditVerification",
+    "Decision",
+    "DecisionKind",
+    "Finding",
+    "MlopsSupervisorError",
+    "ModelRequestsNotAllowedError",
+    "PatternRedactor",
+    "Policy",
+    "PolicyFileError",
+    "ProposedCall",
+    "ReasonCode",
+    "Redactor",
+    "RunError",
+    "ScriptExhaustedError",
+    "ToolNotAvailableError",
+    "UnknownThreadError",
+    "UsageError",
+    "WorkspaceError",
+    "approval_binding",
+    "check_approver",
+    "decide_tool_call",
+    "default_policy_text",
+    "evaluate_approval",
+    "load_policy",
+    "new_approval_request",
+    "redact_value",
+    "verify_audit_log",
+]

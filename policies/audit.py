@@ -1,0 +1,159 @@
+"""The audit chain: JSON lines, each carrying the hash of the line before it.
+
+Appends are serialised across processes with an exclusive ``flock`` on a lock file,
+so concurrent CLI processes and threads never interleave or fork the chain. A small
+head file records the last sequence number and hash, so a truncated tail is caught
+as surely as an edited, deleted or swapped line.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = ["GENESIS_HASH", "AuditLog", "AuditVerification", "verify_audit_log"]
+
+GENESIS_HASH = "0" * 64
+
+Redact = Callable[[Any], Any]
+
+
+def _canonical(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode(
+        "utf-8"
+    )
+
+
+def _line_hash(record_without_hash: dict[str, Any]) -> str:
+    return hashlib.sha256(_canonical(record_without_hash)).hexdigest()
+
+
+class AuditLog:
+    """An append-only, hash-chained JSON-lines log at ``path``.
+
+    Every field passes through ``redact`` before it is written.
+    """
+
+    def __init__(self, path: Path, *, redact: Redact | None = None, fsync: bool = False) -> None:
+        self.path = Path(path)
+        self.head_path = self.path.with_name(self.path.name + ".head")
+        self._lock_path = self.path.with_name(self.path.name + ".lock")
+        self._redact = redact
+        self._fsync = fsync
+
+    def append(self, event: str, **fields: Any) -> dict[str, Any]:
+        """Append one event and return the record as written (hash included)."""
+        body = self._redact(fields) if self._redact is not None else fields
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._lock_path, "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            seq, prev = self._read_head()
+            record: dict[str, Any] = {
+                "seq": seq + 1,
+                "ts": datetime.now(UTC).isoformat(timespec="microseconds"),
+                "event": event,
+                **body,
+                "prev": prev,
+            }
+            record["hash"] = _line_hash(record)
+            line = _canonical(record) + b"\n"
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line)
+                if self._fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._write_head(record["seq"], record["hash"])
+        return record
+
+    def _read_head(self) -> tuple[int, str]:
+        try:
+            seq_text, digest = self.head_path.read_text("ascii").split()
+            return int(seq_text), digest
+        except FileNotFoundError:
+            return 0, GENESIS_HASH
+
+    def _write_head(self, seq: int, digest: str) -> None:
+        tmp = self.head_path.with_name(self.head_path.name + ".tmp")
+        tmp.write_text(f"{seq} {digest}\n", "ascii")
+        os.replace(tmp, self.head_path)
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every record in order; lines that do not parse are skipped (``verify`` reports them)."""
+        try:
+            with open(self.path, encoding="utf-8") as fh:
+                for line in fh:
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+        except FileNotFoundError:
+            return
+
+
+@dataclass(frozen=True)
+class AuditVerification:
+    """The outcome of checking a chain: ``bad_line`` is 1-based, ``None`` when intact."""
+
+    ok: bool
+    lines: int
+    bad_line: int | None = None
+    problem: str = ""
+
+
+def verify_audit_log(path: Path) -> AuditVerification:
+    """Recompute the chain and name the first line that breaks it."""
+    path = Path(path)
+    head_path = path.with_name(path.name + ".head")
+    if not path.exists():
+        if head_path.exists():
+            return AuditVerification(False, 0, 1, f"{path} is missing but its head file records entries")
+        return AuditVerification(True, 0)
+    prev = GENESIS_HASH
+    count = 0
+    with open(path, encoding="utf-8") as fh:
+        for number, raw in enumerate(fh, start=1):
+            count = number
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError:
+                return AuditVerification(False, number, number, "line is not valid JSON")
+            if not isinstance(record, dict) or "hash" not in record:
+                return AuditVerification(False, number, number, "line is not an audit record")
+            if record.get("seq") != number:
+                return AuditVerification(
+                    False,
+                    number,
+                    number,
+                    f"sequence number is {record.get('seq')!r}, expected {number}: a line was deleted, "
+                    "inserted or moved",
+                )
+            if record.get("prev") != prev:
+                return AuditVerification(False, number, number, "previous-hash link does not match the line before")
+            claimed = record.pop("hash")
+            if _line_hash(record) != claimed:
+                return AuditVerification(False, number, number, "content does not match its hash: the line was edited")
+            prev = claimed
+    try:
+        head_seq, head_hash = head_path.read_text("ascii").split()
+    except FileNotFoundError:
+        return AuditVerification(
+            count == 0, count, None if count == 0 else count, "" if count == 0 else "head file is missing"
+        )
+    if int(head_seq) != count or head_hash != prev:
+        return AuditVerification(
+            False,
+            count,
+            count + 1 if int(head_seq) > count else count,
+            f"the log ends at line {count} but its head records {head_seq} lines: lines were cut "
+            "from the end or the head was altered",
+        )
+    return AuditVerification(True, count)

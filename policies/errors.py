@@ -1,0 +1,69 @@
+"""The one exception hierarchy of mlops-supervisor.
+
+It lives in ``policies`` because that package is the bottom layer: every other
+layer may import it, and it imports nothing of ours.
+
+::
+
+    MlopsSupervisorError
+    ├── UsageError              bad input or bad configuration: exit 2
+    │   ├── PolicyFileError     a policy file that is missing, malformed or invalid
+    │   ├── UnknownThreadError  a thread id the workspace does not hold
+    │   └── WorkspaceError      a workspace that cannot be created or written
+    └── RunError                something broke while running: exit 1
+        ├── ModelRequestsNotAllowedError   a real LLM request while the switch is off
+        ├── ScriptExhaustedError           a scripted model asked for more than its script holds
+        └── ToolNotAvailableError          a declared tool whose implementation has not landed
+
+A gate refusal is a decision, not an exception: see ``Decision``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MlopsSupervisorError",
+    "ModelRequestsNotAllowedError",
+    "PolicyFileError",
+    "RunError",
+    "ScriptExhaustedError",
+    "ToolNotAvailableError",
+    "UnknownThreadError",
+    "UsageError",
+    "WorkspaceError",
+]
+
+
+class MlopsSupervisorError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class UsageError(MlopsSupervisorError):
+    """Bad input or bad configuration; the message names the value and what is allowed."""
+
+
+class PolicyFileError(UsageError):
+    """A policy file that is missing, not YAML, or does not validate."""
+
+
+class UnknownThreadError(UsageError):
+    """A thread id that the workspace does not hold."""
+
+
+class WorkspaceError(UsageError):
+    """A workspace directory that cannot be created or written."""
+
+
+class RunError(MlopsSupervisorError):
+    """Something failed while running a request."""
+
+
+class ModelRequestsNotAllowedError(RunError):
+    """A request to a real LLM was attempted while model requests are switched off."""
+
+
+class ScriptExhaustedError(RunError):
+    """A scripted chat model was asked for a response its script does not hold."""
+
+
+class ToolNotAvailableError(RunError):
+    """A declared tool whose implementation has not landed yet; it did nothing."""

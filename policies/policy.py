@@ -1,0 +1,103 @@
+"""The policy file: a YAML document validated with pydantic, with a shipped default."""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mlops_supervisor.policies.errors import PolicyFileError
+
+__all__ = ["ApprovalSettings", "Limits", "Policy", "ToolRules", "default_policy_text", "load_policy"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ApprovalSettings(_Strict):
+    """Which tools need a human approval, and for how long a request stays valid."""
+
+    required_for: tuple[str, ...] = ("promote_model",)
+    ttl_minutes: int = Field(default=1440, ge=1, le=60 * 24 * 30)
+
+
+class Limits(_Strict):
+    """Budgets that stop a runaway request."""
+
+    max_steps: int = Field(default=40, ge=1, le=10_000)
+    recursion_limit: int = Field(default=100, ge=5, le=100_000)
+
+
+class ToolRules(_Strict):
+    """Tools denied to every agent."""
+
+    denied: tuple[str, ...] = ()
+
+
+class Policy(_Strict):
+    """A validated policy; ``digest`` fingerprints the exact text it came from."""
+
+    version: int = Field(default=1, ge=1, le=1)
+    approvers: tuple[str, ...] = ()
+    approval: ApprovalSettings = ApprovalSettings()
+    limits: Limits = Limits()
+    tools: ToolRules = ToolRules()
+    source: str = Field(default="<default>", exclude=True)
+    digest: str = Field(default="", exclude=True)
+
+    @model_validator(mode="after")
+    def _approvers_are_names(self) -> Policy:
+        for name in self.approvers:
+            if not name.strip():
+                raise ValueError("approvers: an approver name must not be empty")
+        return self
+
+    def requires_approval(self, tool: str) -> bool:
+        """True when every call of ``tool`` must wait for an approval."""
+        return tool in self.approval.required_for
+
+
+def default_policy_text() -> str:
+    """The shipped, documented default policy file."""
+    return resources.files("mlops_supervisor.policies").joinpath("default-policy.yaml").read_text("utf-8")
+
+
+def _parse(text: str, source: str) -> Policy:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PolicyFileError(f"policy file {source} is not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise PolicyFileError(
+            f"policy file {source} must hold a mapping of settings, got {type(data).__name__}"
+        )
+    try:
+        policy = Policy.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            + (f" (got {err['input']!r})" if err["type"] != "missing" and not isinstance(err["input"], dict) else "")
+            for err in exc.errors()
+        )
+        raise PolicyFileError(f"policy file {source} is invalid: {problems}") from None
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return policy.model_copy(update={"source": source, "digest": digest})
+
+
+def load_policy(path: Path | None) -> Policy:
+    """Load and validate a policy file; ``None`` gives the shipped default."""
+    if path is None:
+        return _parse(default_policy_text(), "<default>")
+    try:
+        text = Path(path).read_text("utf-8")
+    except FileNotFoundError:
+        raise PolicyFileError(f"policy file {path} does not exist") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise PolicyFileError(f"policy file {path} cannot be read: {exc}") from None
+    return _parse(text, str(path))

@@ -1,0 +1,1 @@
+"""Markdown prompts for the supervisor and the seven specialists (package data)."""

@@ -1,0 +1,357 @@
+"""``Supervisor``: the library entry point behind the CLI, notebooks and evals."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from langchain_core.messages import HumanMessage
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.errors import GraphRecursionError
+from langgraph.types import Command
+
+from mlops_supervisor._graph import Runtime, build_graph
+from mlops_supervisor._llm import ModelProvider, resolve_model
+from mlops_supervisor._logging import close_logging, make_logger
+from mlops_supervisor._planner import parse_request
+from mlops_supervisor._report import build_report
+from mlops_supervisor._results import (
+    DecisionRecord,
+    PendingApproval,
+    Report,
+    RunResult,
+    ThreadSummary,
+    WorkspaceStatus,
+)
+from mlops_supervisor._settings import Settings
+from mlops_supervisor._state import initial_state
+from mlops_supervisor._workspace import Workspace
+from mlops_supervisor.agents import SPECIALISTS
+from mlops_supervisor.policies import (
+    ApprovalRequest,
+    AuditLog,
+    PatternRedactor,
+    Policy,
+    Redactor,
+    UnknownThreadError,
+    UsageError,
+    check_approver,
+    load_policy,
+    verify_audit_log,
+)
+from mlops_supervisor.tools import ToolContext, ToolRegistry, build_tool_registry
+
+__all__ = ["Supervisor"]
+
+_THREAD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NODES = ("supervisor", *SPECIALISTS)
+
+
+class Supervisor:
+    """A governed supervisor over one workspace.
+
+    ``ask`` runs a request on a thread; a request that needs an approval pauses and can be
+    answered with ``approve`` or ``reject``, from this process or another, later.
+    """
+
+    def __init__(
+        self,
+        workspace: str | Path | None = None,
+        *,
+        model: str | None = None,
+        user: str | None = None,
+        policy: Path | Policy | None = None,
+        settings: Settings | None = None,
+        tools: ToolRegistry | None = None,
+        redactor: Redactor | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.workspace = Workspace.open(Path(workspace) if workspace is not None else self.settings.workspace)
+        self.user = user or self.settings.user
+        self.model_spec = model or self.settings.model
+        if isinstance(policy, Policy):
+            self.policy = policy
+        else:
+            path = policy or self.settings.policy
+            if path is None and self.workspace.policy_path.exists():
+                path = self.workspace.policy_path
+            self.policy = load_policy(Path(path) if path is not None else None)
+        self.redactor: Redactor = redactor or PatternRedactor()
+        self.audit = AuditLog(
+            self.workspace.audit_path,
+            redact=lambda value: _redact(self.redactor, value),
+            fsync=self.settings.audit_fsync,
+        )
+        self.log = make_logger(self.workspace.logs_dir, redactor=self.redactor, console_level=self.settings.log_level)
+        self.tools = tools or build_tool_registry(
+            ToolContext(workspace=self.workspace.root, audit=self.audit, policy=self.policy, redactor=self.redactor)
+        )
+        self._conn = sqlite3.connect(self.workspace.checkpoints_path, check_same_thread=False)
+        self._saver = SqliteSaver(self._conn)
+        self._graphs: dict[str, Any] = {}
+        self._providers: dict[str, ModelProvider] = {}
+        self._provider(self.model_spec)  # a bad model spec fails here, before anything runs
+
+    # --- plumbing ----------------------------------------------------------------------
+
+    def _provider(self, spec: str) -> ModelProvider:
+        if spec not in self._providers:
+            self._providers[spec] = resolve_model(spec, nodes=NODES)
+        return self._providers[spec]
+
+    def _graph(self, spec: str) -> Any:
+        if spec not in self._graphs:
+            runtime = Runtime(
+                policy=self.policy,
+                audit=self.audit,
+                redactor=self.redactor,
+                tools=self.tools,
+                models=self._provider(spec),
+                log=self.log,
+            )
+            self._graphs[spec] = build_graph(runtime).compile(checkpointer=self._saver)
+        return self._graphs[spec]
+
+    def _config(self, thread_id: str) -> dict[str, Any]:
+        return {"configurable": {"thread_id": thread_id}, "recursion_limit": self.policy.limits.recursion_limit}
+
+    def _snapshot(self, thread_id: str) -> Any:
+        snapshot = self._graph(self.model_spec).get_state(self._config(thread_id))
+        return snapshot if snapshot.values else None
+
+    def _require_thread(self, thread_id: str) -> Any:
+        snapshot = self._snapshot(thread_id)
+        if snapshot is None:
+            known = ", ".join(self.thread_ids()[-10:]) or "none yet"
+            raise UnknownThreadError(f"no thread {thread_id!r} in workspace {self.workspace.root}; known threads: {known}")
+        return snapshot
+
+    def _result(self, thread_id: str) -> RunResult:
+        snapshot = self._require_thread(thread_id)
+        values = snapshot.values
+        awaiting = bool(snapshot.interrupts)
+        status = "awaiting_approval" if awaiting else values.get("status", "failed")
+        if status == "running":
+            status = "failed"
+        report = values.get("report") or build_report(
+            {**values, "failure": values.get("failure") or ("" if awaiting else "the request did not finish")},
+            status=status,
+            design=f"Model `{values.get('model')}`; policy {self.policy.source}.",
+            audit_path=str(self.audit.path),
+        )
+        pending = None
+        if awaiting:
+            request = ApprovalRequest.model_validate(values["pending"][0])
+            pending = PendingApproval(
+                tool=request.tool,
+                agent=request.agent,
+                args=request.args,
+                requester=request.requester,
+                binding=request.binding,
+                expires_at=request.expires_at.isoformat(),
+                approve_command=f"mlops-supervisor approve {thread_id} --as APPROVER",
+                reject_command=f"mlops-supervisor reject {thread_id} --as APPROVER --reason TEXT",
+            )
+        return RunResult(
+            status=status,
+            thread_id=thread_id,
+            report=Report(**report),
+            decisions=[DecisionRecord.model_validate(d) for d in values.get("decisions", [])],
+            pending_approval=pending,
+            requester=values.get("requester", ""),
+            request=values.get("request", ""),
+            audit_log=str(self.audit.path),
+        )
+
+    def _invoke(self, spec: str, payload: Any, thread_id: str) -> RunResult:
+        try:
+            self._graph(spec).invoke(payload, self._config(thread_id))
+        except GraphRecursionError:
+            self.audit.append("failure", thread_id=thread_id, reason="recursion_limit")
+            raise UsageError(
+                f"thread {thread_id} hit the recursion limit ({self.policy.limits.recursion_limit}, "
+                "limits.recursion_limit in the policy)"
+            ) from None
+        return self._result(thread_id)
+
+    # --- public API --------------------------------------------------------------------
+
+    def thread_ids(self) -> list[str]:
+        """Every thread in the workspace, oldest first."""
+        try:
+            rows = self._conn.execute(
+                "SELECT thread_id FROM checkpoints GROUP BY thread_id ORDER BY MIN(rowid)"
+            ).fetchall()
+        except sqlite3.OperationalError:
+            return []
+        return [str(r[0]) for r in rows]
+
+    def _start(self, request: str, thread_id: str | None, *, mode: str, commands: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+        if not request.strip():
+            raise UsageError("the request is empty; say what to do, or 'help'")
+        if thread_id is None:
+            thread_id = f"t-{uuid.uuid4().hex[:12]}"
+        elif not _THREAD_ID.match(thread_id):
+            raise UsageError(
+                f"thread id {thread_id!r} is not allowed; use 1-64 letters, digits, '.', '_' or '-'"
+            )
+        existing = self._snapshot(thread_id)
+        if existing is not None and existing.interrupts:
+            raise UsageError(
+                f"thread {thread_id} is awaiting approval; answer it with approve or reject before asking again"
+            )
+        text = self.redactor.redact_text(request)
+        transcript = [*(existing.values.get("transcript", []) if existing else []), HumanMessage(text)]
+        state = initial_state(
+            thread_id=thread_id,
+            requester=self.user,
+            request=text,
+            model=self.model_spec,
+            transcript=transcript,
+            mode="pipeline" if mode == "pipeline" else "ask",
+            commands=commands,
+        )
+        self.audit.append(
+            "request",
+            thread_id=thread_id,
+            requester=self.user,
+            request=text,
+            model=self.model_spec,
+            policy=self.policy.source,
+            policy_sha256=self.policy.digest,
+        )
+        return thread_id, dict(state)
+
+    def _commands(self, request: str) -> list[dict[str, Any]]:
+        if not self._provider(self.model_spec).offline:
+            return []
+        return [
+            {"agent": c.agent, "tool": c.tool, "text": c.text, "args": c.args} for c in parse_request(request)
+        ]
+
+    def ask(self, request: str, *, thread_id: str | None = None) -> RunResult:
+        """Run one request to its end, or until it pauses for an approval."""
+        commands = self._commands(request)
+        thread_id, state = self._start(request, thread_id, mode="ask", commands=commands)
+        return self._invoke(self.model_spec, state, thread_id)
+
+    def stream(self, request: str, *, thread_id: str | None = None) -> Iterator[dict[str, Any] | RunResult]:
+        """Like ``ask``, yielding ``{"node": name, ...}`` progress events, then the ``RunResult``."""
+        commands = self._commands(request)
+        thread_id, state = self._start(request, thread_id, mode="ask", commands=commands)
+        for chunk in self._graph(self.model_spec).stream(state, self._config(thread_id), stream_mode="updates"):
+            for node, update in chunk.items():
+                if node.startswith("__"):
+                    continue
+                event: dict[str, Any] = {"node": node}
+                if isinstance(update, dict) and "route" in update:
+                    event["route"] = update["route"]
+                yield event
+        yield self._result(thread_id)
+
+    def run_commands(self, request: str, commands: list[dict[str, Any]], *, thread_id: str | None = None) -> RunResult:
+        """Run a fixed playbook of commands (``agent``, ``tool``, ``text``) as a pipeline."""
+        thread_id, state = self._start(request, thread_id, mode="pipeline", commands=commands)
+        return self._invoke("offline", state, thread_id)
+
+    def _answer(self, thread_id: str, decision: str, reason: str, approver: str | None) -> RunResult:
+        snapshot = self._require_thread(thread_id)
+        if not snapshot.interrupts:
+            raise UsageError(
+                f"thread {thread_id} is not awaiting approval (status: {snapshot.values.get('status')}); nothing to {decision}"
+            )
+        who = approver or self.user
+        request = ApprovalRequest.model_validate(snapshot.values["pending"][0])
+        refused = check_approver(request, who, self.policy)
+        if refused is not None:
+            # The thread stays paused: a refused approver must not consume the request.
+            self.audit.append(
+                "approval_refused",
+                thread_id=thread_id,
+                requester=request.requester,
+                approver=who,
+                binding=request.binding,
+                agent=request.agent,
+                **refused.as_record(),
+            )
+            result = self._result(thread_id)
+            return result.model_copy(
+                update={
+                    "status": "refused",
+                    "decisions": [*result.decisions, DecisionRecord(agent=request.agent, **refused.as_record())],
+                    "report": result.report.model_copy(
+                        update={"summary": f"Refused: {refused.message}. The thread is still awaiting approval."}
+                    ),
+                }
+            )
+        answer = {"decision": decision, "approver": who, "binding": request.binding, "reason": self.redactor.redact_text(reason)}
+        spec = snapshot.values.get("model") or self.model_spec
+        return self._invoke(spec, Command(resume=answer), thread_id)
+
+    def approve(self, thread_id: str, *, reason: str = "", approver: str | None = None) -> RunResult:
+        """Approve the action a thread waits on, as ``approver`` (default: this supervisor's user)."""
+        return self._answer(thread_id, "approve", reason, approver)
+
+    def reject(self, thread_id: str, *, reason: str, approver: str | None = None) -> RunResult:
+        """Reject the action a thread waits on; ``reason`` is recorded."""
+        if not reason.strip():
+            raise UsageError("a rejection needs a reason (--reason TEXT)")
+        return self._answer(thread_id, "reject", reason, approver)
+
+    def resume(self, thread_id: str) -> RunResult:
+        """Continue a thread that stopped part-way (a crash); a finished thread is reported as it is."""
+        snapshot = self._require_thread(thread_id)
+        if snapshot.interrupts:
+            return self._result(thread_id)
+        if snapshot.next:
+            spec = snapshot.values.get("model") or self.model_spec
+            return self._invoke(spec, None, thread_id)
+        return self._result(thread_id)
+
+    def status(self, thread_id: str | None = None) -> RunResult | WorkspaceStatus:
+        """One thread's result, or the whole workspace's threads and audit state."""
+        if thread_id is not None:
+            return self._result(thread_id)
+        threads = []
+        for tid in self.thread_ids():
+            result = self._result(tid)
+            threads.append(
+                ThreadSummary(thread_id=tid, status=result.status, requester=result.requester, request=result.request)
+            )
+        check = verify_audit_log(self.audit.path)
+        waiting = [t for t in threads if t.status == "awaiting_approval"]
+        return WorkspaceStatus(
+            workspace=str(self.workspace.root),
+            threads=threads,
+            audit_intact=check.ok,
+            audit_lines=check.lines,
+            report=Report(
+                summary=f"{len(threads)} thread(s), {len(waiting)} awaiting approval; audit chain "
+                + ("intact" if check.ok else f"broken at line {check.bad_line}: {check.problem}")
+            ),
+        )
+
+    def mermaid(self) -> str:
+        """The graph's Mermaid drawing."""
+        return str(self._graph(self.model_spec).get_graph().draw_mermaid())
+
+    def close(self) -> None:
+        """Release the checkpoint store and log files."""
+        self._conn.close()
+        close_logging(self.workspace.logs_dir)
+
+    def __enter__(self) -> Supervisor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _redact(redactor: Redactor, value: Any) -> Any:
+    from mlops_supervisor.policies import redact_value
+
+    return redact_value(redactor, value)

@@ -1,0 +1,310 @@
+"""The ``mlops-supervisor`` command line (typer + rich).
+
+Exit codes: 0 done, 1 internal error, 2 bad input or usage, 3 refused by a gate,
+4 paused awaiting approval. Every reporting command takes ``--json`` and then prints
+exactly one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markdown import Markdown
+
+from mlops_supervisor.policies.errors import MlopsSupervisorError, UsageError
+
+if TYPE_CHECKING:
+    from mlops_supervisor._api import Supervisor
+
+app = typer.Typer(
+    name="mlops-supervisor",
+    help="A governed LLM multi-agent supervisor for the ML lifecycle.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+audit_app = typer.Typer(help="Inspect and verify the hash-chained audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+out = Console()
+err = Console(stderr=True)
+
+
+class Stage(enum.StrEnum):
+    """Pipeline stages, in order."""
+
+    data = "data"
+    train = "train"
+    evaluate = "evaluate"
+    register = "register"
+    deploy = "deploy"
+    monitor = "monitor"
+
+
+class _Options:
+    workspace: Path | None = None
+    user: str | None = None
+    policy: Path | None = None
+
+
+OPTIONS = _Options()
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object instead of the report")]
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", help="offline, scripted:PATH or openai:MODEL (env MLOPS_MODEL)")
+]
+ThreadOpt = Annotated[str | None, typer.Option("--thread", help="thread id to continue or create")]
+AsOpt = Annotated[str | None, typer.Option("--as", help="act as this user (overrides the global --as)")]
+
+
+@app.callback()
+def _global(
+    workspace: Annotated[
+        Path | None, typer.Option("--workspace", envvar="MLOPS_WORKSPACE", help="workspace directory [default: ./.mlops]")
+    ] = None,
+    user: Annotated[str | None, typer.Option("--as", envvar="MLOPS_USER", help="who is acting [default: OS user]")] = None,
+    policy: Annotated[
+        Path | None, typer.Option("--policy", envvar="MLOPS_POLICY", help="policy file [default: <workspace>/policy.yaml or built-in]")
+    ] = None,
+) -> None:
+    """Global options shared by every command."""
+    OPTIONS.workspace, OPTIONS.user, OPTIONS.policy = workspace, user, policy
+
+
+def _supervisor(model: str | None = None, user: str | None = None) -> Supervisor:
+    from mlops_supervisor._api import Supervisor
+
+    return Supervisor(OPTIONS.workspace, model=model, user=user or OPTIONS.user, policy=OPTIONS.policy)
+
+
+def _emit(result: Any, as_json: bool) -> NoReturn:
+    if as_json:
+        sys.stdout.write(json.dumps(result.model_dump(mode="json")) + "\n")
+    else:
+        out.print(Markdown(result.to_markdown()))
+        pending = getattr(result, "pending_approval", None)
+        if pending is not None:
+            err.print(f"[yellow]awaiting approval[/]: {pending.approve_command}")
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def ask(
+    request: Annotated[str, typer.Argument(help="what to do, e.g. 'help' or 'promote churn version 3 to production'")],
+    model: ModelOpt = None,
+    thread: ThreadOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run one request and print its report; no prompts."""
+    with _supervisor(model) as sup:
+        result = sup.ask(request, thread_id=thread)
+    _emit(result, as_json)
+
+
+@app.command()
+def chat(model: ModelOpt = None, thread: ThreadOpt = None) -> None:
+    """Talk to the supervisor; 'exit' or Ctrl-D ends the session."""
+    import uuid
+
+    from mlops_supervisor._results import RunResult
+
+    thread_id = thread or f"t-{uuid.uuid4().hex[:12]}"
+    with _supervisor(model) as sup:
+        err.print(f"thread [bold]{thread_id}[/] · model {sup.model_spec} · 'help' lists commands, 'exit' leaves")
+        while True:
+            try:
+                line = input("you> ").strip()
+            except EOFError:
+                break
+            if line.lower() in {"exit", "quit"}:
+                break
+            if not line:
+                continue
+            try:
+                for event in sup.stream(line, thread_id=thread_id):
+                    if isinstance(event, RunResult):
+                        out.print(Markdown(event.report.summary))
+                        if event.pending_approval is not None:
+                            err.print(f"[yellow]awaiting approval[/]: {event.pending_approval.approve_command}")
+                    elif "route" in event:
+                        err.print(f"[dim]→ {event['route']['agent']}: {event['route']['task']}[/]")
+            except UsageError as exc:
+                err.print(f"[red]error[/]: {exc}")
+
+
+@app.command()
+def approve(
+    thread: Annotated[str, typer.Argument(help="thread id awaiting approval")],
+    reason: Annotated[str, typer.Option("--reason", help="why you approve")] = "",
+    user: AsOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Approve the action a paused thread waits on, and let it finish."""
+    with _supervisor(user=user) as sup:
+        result = sup.approve(thread, reason=reason)
+    _emit(result, as_json)
+
+
+@app.command()
+def reject(
+    thread: Annotated[str, typer.Argument(help="thread id awaiting approval")],
+    reason: Annotated[str, typer.Option("--reason", help="why you reject (recorded)")],
+    user: AsOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Reject the action a paused thread waits on; the reason is recorded."""
+    with _supervisor(user=user) as sup:
+        result = sup.reject(thread, reason=reason)
+    _emit(result, as_json)
+
+
+@app.command()
+def resume(thread: Annotated[str, typer.Argument(help="thread id")], as_json: JsonFlag = False) -> None:
+    """Continue a thread that stopped part-way."""
+    with _supervisor() as sup:
+        result = sup.resume(thread)
+    _emit(result, as_json)
+
+
+@app.command()
+def status(
+    thread: Annotated[str | None, typer.Argument(help="one thread; omit for the whole workspace")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Threads, pending approvals and the audit chain's state."""
+    with _supervisor() as sup:
+        result = sup.status(thread)
+    _emit(result, as_json)
+
+
+@app.command()
+def rollback(model_name: Annotated[str, typer.Argument(metavar="MODEL", help="registered model name")],
+             as_json: JsonFlag = False) -> None:
+    """Restore the last known-good version of MODEL (traffic and alias)."""
+    with _supervisor("offline") as sup:
+        result = sup.ask(f"rollback {model_name}")
+    _emit(result, as_json)
+
+
+@app.command()
+def run(
+    spec: Annotated[Path, typer.Argument(help="pipeline spec (YAML)")],
+    stop_after: Annotated[Stage, typer.Option("--stop-after", help="last stage to run")] = Stage.monitor,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run the pipeline playbook of SPEC, stage by stage, up to --stop-after."""
+    from mlops_supervisor._pipeline import playbook
+
+    commands = playbook(spec, stop_after.value)
+    with _supervisor("offline") as sup:
+        result = sup.run_commands(f"run {spec} --stop-after {stop_after.value}", commands)
+    _emit(result, as_json)
+
+
+@app.command()
+def demo(as_json: JsonFlag = False) -> None:
+    """Walk through the governed flow on the embedded default, offline."""
+    from mlops_supervisor._demo import run_demo
+
+    result = run_demo(OPTIONS.workspace or Path(".mlops"), requester=OPTIONS.user, console=None if as_json else err)
+    _emit(result, as_json)
+
+
+@app.command("eval")
+def eval_(
+    scenario: Annotated[list[str] | None, typer.Option("--scenario", help="run only these scenarios")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run the built-in agent eval scenarios (scripted models, no network)."""
+    from mlops_supervisor.evals import run_scenarios
+
+    result = run_scenarios(OPTIONS.workspace or Path(".mlops"), only=scenario)
+    _emit(result, as_json)
+
+
+@app.command()
+def graph() -> None:
+    """Print the supervisor graph as Mermaid."""
+    with _supervisor("offline") as sup:
+        sys.stdout.write(sup.mermaid() + "\n")
+
+
+@audit_app.command("verify")
+def audit_verify(as_json: JsonFlag = False) -> None:
+    """Exit 0 when the chain is intact, 1 naming the first bad line otherwise."""
+    from mlops_supervisor.policies.audit import verify_audit_log
+
+    path = _workspace_path() / "audit.jsonl"
+    check = verify_audit_log(path)
+    if as_json:
+        sys.stdout.write(json.dumps({"status": "done" if check.ok else "failed", "path": str(path), "intact": check.ok,
+                                     "lines": check.lines, "bad_line": check.bad_line, "problem": check.problem}) + "\n")
+    elif check.ok:
+        out.print(f"audit chain intact: {check.lines} lines in {path}")
+    else:
+        err.print(f"[red]audit chain broken at line {check.bad_line}[/] of {path}: {check.problem}")
+    raise typer.Exit(0 if check.ok else 1)
+
+
+@audit_app.command("show")
+def audit_show(
+    thread: Annotated[str | None, typer.Option("--thread", help="only this thread")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="last N events")] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """Print recent audit events."""
+    from mlops_supervisor.policies.audit import AuditLog
+
+    records = [r for r in AuditLog(_workspace_path() / "audit.jsonl").records()
+               if thread is None or r.get("thread_id") == thread][-limit:]
+    if as_json:
+        sys.stdout.write(json.dumps({"status": "done", "events": records}) + "\n")
+        return
+    from rich.table import Table
+
+    table = Table("seq", "time", "event", "thread", "detail")
+    for r in records:
+        detail = " ".join(f"{k}={r[k]}" for k in ("agent", "action", "decision", "reason_code", "next", "status",
+                                                  "approver", "outcome") if r.get(k) is not None)
+        table.add_row(str(r.get("seq")), str(r.get("ts", ""))[:19], str(r.get("event")), str(r.get("thread_id", "")), detail)
+    out.print(table)
+
+
+def _workspace_path() -> Path:
+    from mlops_supervisor._settings import Settings
+
+    return (OPTIONS.workspace or Settings().workspace).expanduser().absolute()
+
+
+def main() -> None:
+    """Entry point: map our errors to exit codes with one readable line."""
+    os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except UsageError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(2)
+    except MlopsSupervisorError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(1)
+    except _click_exceptions() as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("aborted")
+        sys.exit(130)
+
+
+def _click_exceptions() -> type[Exception]:
+    import click
+
+    return click.ClickException

@@ -1,0 +1,113 @@
+"""``mlops-supervisor demo``: the governed flow on the embedded default, offline.
+
+Until the data, training, evaluation and deployment tools land, the demo shows the
+governance that exists: routing, allow-lists against a hostile model, an approval held
+until a different, listed person answers, and the audit chain that records it all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+
+from mlops_supervisor._api import Supervisor
+from mlops_supervisor._results import Report, RunResult
+from mlops_supervisor._settings import default_user
+from mlops_supervisor.agents import SPECIALISTS
+from mlops_supervisor.policies import verify_audit_log
+from mlops_supervisor.testing import adversarial_allow_list_script
+
+__all__ = ["DEMO_APPROVER", "run_demo"]
+
+DEMO_APPROVER = "demo-approver"
+
+
+def run_demo(workspace: Path, *, requester: str | None = None, console: Console | None = None) -> RunResult:
+    """Run the demo in ``workspace/demo`` and return its six-section report as a result."""
+    root = Path(workspace).expanduser().absolute() / "demo"
+    root.mkdir(parents=True, exist_ok=True)
+    requester = requester or default_user()
+    if requester == DEMO_APPROVER:
+        requester = "demo-requester"
+    policy_path = root / "demo-policy.yaml"
+    policy_path.write_text(yaml.safe_dump({"approvers": [DEMO_APPROVER]}), "utf-8")
+    script_path = root / "adversary.yaml"
+    script_path.write_text(
+        yaml.safe_dump(adversarial_allow_list_script({n: s.tools for n, s in SPECIALISTS.items()})), "utf-8"
+    )
+
+    checks: list[tuple[str, bool, str]] = []
+
+    def say(text: str) -> None:
+        if console is not None:
+            console.print(text)
+
+    def check(label: str, ok: bool, detail: str) -> None:
+        checks.append((label, ok, detail))
+        say(f"{'[green]✓[/]' if ok else '[red]✗[/]'} {label}: {detail}")
+
+    with Supervisor(root, model="offline", user=requester, policy=policy_path) as sup:
+        say("[bold]1. The offline planner's grammar[/]")
+        help_result = sup.ask("help")
+        check("help lists the grammar", "promote MODEL version N" in help_result.report.summary, "offline, no key")
+
+        say("[bold]2. A read-only request routed to the security agent[/]")
+        verified = sup.ask("verify audit then show policy")
+        check("security agent verified the chain and read the policy", verified.status == "done",
+              f"status {verified.status}")
+
+        say("[bold]3. A promotion is held for a human approval[/]")
+        held = sup.ask("promote demo-model version 1 to production")
+        check("promotion paused", held.status == "awaiting_approval", f"thread {held.thread_id}")
+
+        say(f"[bold]4. {requester} tries to approve their own request[/]")
+        self_approval = sup.approve(held.thread_id)
+        check("self-approval refused", self_approval.status == "refused",
+              next((d.reason_code for d in self_approval.decisions if d.reason_code == "self_approval"), "?"))
+
+    say(f"[bold]5. {DEMO_APPROVER} approves (a demo identity named in the demo policy, not a real person)[/]")
+    with Supervisor(root, model="offline", user=DEMO_APPROVER, policy=policy_path) as approver:
+        approved = approver.approve(held.thread_id, reason="demo approval")
+    ran = [d for d in approved.decisions if d.reason_code == "allowed" and d.action == "promote_model"]
+    check("approval accepted and the call went to the tool", bool(ran),
+          "promote_model is declared but not available yet, so the thread ends 'failed' honestly")
+
+    say("[bold]6. A hostile model tries every other specialist's tools[/]")
+    with Supervisor(root, model=f"scripted:{script_path}", user="mallory", policy=policy_path) as hostile:
+        attack = hostile.ask("do everything")
+        ran_bodies = sum(1 for r in hostile.audit.records()
+                         if r.get("event") == "tool_call" and r.get("thread_id") == attack.thread_id)
+    denied = [d for d in attack.decisions if d.decision == "deny"]
+    check("every forbidden call denied, no tool body ran",
+          attack.status == "refused" and len(denied) == len(attack.decisions) and ran_bodies == 0,
+          f"{len(denied)} calls denied")
+
+    audit = verify_audit_log(root / "audit.jsonl")
+    check("audit chain intact", audit.ok, f"{audit.lines} hash-chained lines in {root / 'audit.jsonl'}")
+
+    passed = all(ok for _, ok, _ in checks)
+    lines = [f"- {'pass' if ok else 'FAIL'}: {label} ({detail})" for label, ok, detail in checks]
+    report = Report(
+        plan="1. help  2. verify audit, show policy  3. promote (held)  4. self-approval  "
+        "5. approval by the demo approver  6. hostile model  7. audit verify",
+        design=f"Offline planner; policy {policy_path} names `{DEMO_APPROVER}` as the only approver. "
+        f"`{DEMO_APPROVER}` is a demo identity so the flow can run unattended; in real use the "
+        "approver is a person listed in your policy file.",
+        changes="No model, data or deployment was changed: those tools arrive in later versions and "
+        "say so when called.",
+        verification="\n".join(lines),
+        rollback="Nothing to roll back. Remove the demo with `rm -r " + str(root) + "`.",
+        summary=("All governance checks held." if passed else "Some governance checks FAILED.")
+        + f" Threads, checkpoints, logs and the audit log are in {root}.",
+    )
+    return RunResult(
+        status="done" if passed else "failed",
+        thread_id=held.thread_id,
+        report=report,
+        decisions=[*approved.decisions],
+        requester=requester,
+        request="demo",
+        audit_log=str(root / "audit.jsonl"),
+    )

@@ -1,0 +1,429 @@
+"""The supervisor graph: supervisor -> specialist -> policy -> (approval) -> tools -> specialist ... -> finish.
+
+Every node writes only redacted data into the state, so checkpoints hold nothing raw.
+The approval node is the only one that calls ``interrupt()``; it does nothing with side
+effects before that call, so replaying it on resume writes nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import structlog
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Command, interrupt
+from pydantic import BaseModel, Field, ValidationError
+
+from mlops_supervisor._llm import ModelProvider
+from mlops_supervisor._planner import GRAMMAR_HELP, is_help
+from mlops_supervisor._report import build_report, derive_status
+from mlops_supervisor._state import SupervisorState
+from mlops_supervisor.agents import SPECIALISTS, AgentSpec, load_prompt
+from mlops_supervisor.policies import (
+    ApprovalRequest,
+    ApprovalResponse,
+    AuditLog,
+    Decision,
+    Policy,
+    ProposedCall,
+    ReasonCode,
+    Redactor,
+    ToolNotAvailableError,
+    decide_tool_call,
+    evaluate_approval,
+    new_approval_request,
+    redact_value,
+)
+from mlops_supervisor.tools import ToolRegistry
+
+__all__ = ["Route", "Runtime", "build_graph"]
+
+AgentName = Literal["data", "experimentation", "evaluation", "registry", "deployment", "observability", "security"]
+
+# Denials that end the request: a failed gate stops the pipeline. An allow-list denial
+# does not: the agent is told why and may do something else within its budget.
+_GATE_CODES = frozenset(
+    {
+        ReasonCode.APPROVER_NOT_LISTED,
+        ReasonCode.SELF_APPROVAL,
+        ReasonCode.APPROVAL_BINDING_MISMATCH,
+        ReasonCode.APPROVAL_EXPIRED,
+        ReasonCode.APPROVAL_REJECTED,
+        ReasonCode.TOOL_DENIED_BY_POLICY,
+        ReasonCode.STEP_BUDGET_EXHAUSTED,
+    }
+)
+
+
+class Route(BaseModel):
+    """The supervisor's choice: a specialist and its task, or finish with an answer."""
+
+    next: AgentName | Literal["finish"] = Field(description="a specialist's name, or finish")
+    task: str = Field(default="", description="one self-contained instruction for the specialist")
+    answer: str = Field(default="", description="when finishing: a short answer for the user")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Everything the nodes need, injected once."""
+
+    policy: Policy
+    audit: AuditLog
+    redactor: Redactor
+    tools: ToolRegistry
+    models: ModelProvider
+    log: Any
+    specialists: Mapping[str, AgentSpec] = field(default_factory=lambda: SPECIALISTS)
+
+    def redact(self, value: Any) -> Any:
+        """``value`` with every string redacted."""
+        return redact_value(self.redactor, value)
+
+    def redact_message(self, message: AIMessage) -> AIMessage:
+        """An AI message whose content and tool-call arguments are redacted."""
+        return AIMessage(
+            content=self.redactor.redact_text(message.text if isinstance(message.content, list) else message.content),
+            tool_calls=[
+                {"name": c["name"], "args": self.redact(c["args"]), "id": c["id"] or f"call_{i}", "type": "tool_call"}
+                for i, c in enumerate(message.tool_calls)
+            ],
+            id=message.id,
+        )
+
+    def design_note(self, state: Mapping[str, Any]) -> str:
+        """The Design section: which model, which policy, how calls are governed."""
+        approvers = ", ".join(self.policy.approvers) or "none"
+        return (
+            f"Model `{state.get('model', '?')}` proposes; the policy engine decides every tool call "
+            f"(policy {self.policy.source}, sha256 {self.policy.digest[:12]}; approvers: {approvers}; "
+            f"held for approval: {', '.join(self.policy.approval.required_for) or 'nothing'}). "
+            f"Tool inputs, outputs, logs and model-bound messages pass through "
+            f"{type(self.redactor).__name__}."
+        )
+
+
+def _stops_request(decision: Mapping[str, Any]) -> bool:
+    return decision["decision"] == "deny" and decision["reason_code"] in _GATE_CODES
+
+
+# --- routing -----------------------------------------------------------------------------
+
+
+def _planned_route(state: SupervisorState) -> Route:
+    """Follow the request's command list (offline planner or pipeline playbook)."""
+    if state.get("mode") == "ask" and is_help(state.get("request", "")):
+        return Route(next="finish", answer=GRAMMAR_HELP)
+    if any(d["decision"] == "deny" for d in state.get("decisions", [])) or any(
+        r["outcome"] != "ok" for r in state.get("tool_results", [])
+    ):
+        return Route(next="finish", answer="Stopped: a step was refused or failed; later steps were not started.")
+    commands = state.get("commands", [])
+    done = len(state.get("plan", []))
+    if done < len(commands):
+        command = commands[done]
+        return Route(next=command["agent"], task=command["text"])
+    reports = [str(m.content) for m in state.get("transcript", []) if isinstance(m, AIMessage) and m.content]
+    return Route(next="finish", answer="\n".join(reports))
+
+
+def _llm_route(runtime: Runtime, state: SupervisorState) -> Route:
+    """Ask the supervisor's model for a ``Route`` through a forced tool call."""
+    model = runtime.models.chat_model("supervisor").bind_tools([Route], tool_choice="Route")
+    messages: list[BaseMessage] = [SystemMessage(load_prompt("supervisor")), *state.get("transcript", [])]
+    reply = model.invoke(messages)
+    calls = [c for c in getattr(reply, "tool_calls", []) if c["name"] == "Route"]
+    if not calls:
+        raise ValueError("the supervisor model answered without a Route")
+    return Route.model_validate(calls[0]["args"])
+
+
+# --- nodes -------------------------------------------------------------------------------
+
+
+def _over_budget(runtime: Runtime, state: SupervisorState, where: str) -> Command[Any] | None:
+    steps = state.get("steps", 0) + 1
+    if steps <= runtime.policy.limits.max_steps:
+        return None
+    decision = Decision.deny(
+        where,
+        ReasonCode.STEP_BUDGET_EXHAUSTED,
+        f"the request used its {runtime.policy.limits.max_steps} steps (limits.max_steps in the policy); "
+        "raise the limit or split the request",
+    )
+    runtime.audit.append("decision", thread_id=state.get("thread_id"), agent=where, **decision.as_record())
+    return Command(
+        goto="finish",
+        update={
+            "steps": steps,
+            "failure": decision.message,
+            "decisions": [*state.get("decisions", []), {"agent": where, **decision.as_record()}],
+        },
+    )
+
+
+def _supervisor_node(runtime: Runtime) -> Callable[[SupervisorState], Command[Any]]:
+    def supervisor(state: SupervisorState) -> Command[Any]:
+        stop = _over_budget(runtime, state, "supervisor")
+        if stop is not None:
+            return stop
+        update: dict[str, Any] = {"steps": state.get("steps", 0) + 1}
+        if any(_stops_request(d) for d in state.get("decisions", [])):
+            route = Route(next="finish", answer="Stopped: a gate refused the request.")
+        elif runtime.models.offline or state.get("mode") == "pipeline":
+            route = _planned_route(state)
+        else:
+            try:
+                route = _llm_route(runtime, state)
+            except (ValidationError, ValueError) as exc:
+                update["failure"] = f"the supervisor model gave no valid route: {runtime.redactor.redact_text(str(exc))}"
+                route = Route(next="finish")
+            except Exception as exc:  # noqa: BLE001 - a model failure ends the request with its reason
+                update["failure"] = f"the supervisor model failed: {runtime.redactor.redact_text(str(exc))}"
+                route = Route(next="finish")
+        route = Route.model_validate(runtime.redact(route.model_dump()))
+        runtime.audit.append(
+            "route", thread_id=state.get("thread_id"), next=route.next, task=route.task, step=update["steps"]
+        )
+        runtime.log.info("route", thread_id=state.get("thread_id"), next=route.next, task=route.task)
+        if route.next == "finish":
+            return Command(goto="finish", update={**update, "answer": route.answer})
+        return Command(
+            goto=route.next,
+            update={
+                **update,
+                "route": {"agent": route.next, "task": route.task},
+                "plan": [*state.get("plan", []), {"agent": route.next, "task": route.task}],
+                "agent_messages": [HumanMessage(route.task)],
+            },
+        )
+
+    return supervisor
+
+
+def _specialist_node(runtime: Runtime, spec: AgentSpec) -> Callable[[SupervisorState], Command[Any]]:
+    def specialist(state: SupervisorState) -> Command[Any]:
+        stop = _over_budget(runtime, state, spec.name)
+        if stop is not None:
+            return stop
+        steps = state.get("steps", 0) + 1
+        history = list(state.get("agent_messages", []))
+        model = runtime.models.chat_model(spec.name).bind_tools(runtime.tools.langchain_tools(spec.tools))
+        try:
+            raw = model.invoke([SystemMessage(spec.prompt), *history])
+        except Exception as exc:  # noqa: BLE001 - a model failure ends the request with its reason
+            failure = f"the {spec.name} agent's model failed: {runtime.redactor.redact_text(str(exc))}"
+            runtime.log.warning("model_failed", thread_id=state.get("thread_id"), agent=spec.name, error=failure)
+            return Command(goto="finish", update={"steps": steps, "failure": failure})
+        reply = runtime.redact_message(raw if isinstance(raw, AIMessage) else AIMessage(content=str(raw)))
+        history.append(reply)
+        if reply.tool_calls:
+            return Command(goto="policy", update={"steps": steps, "agent_messages": history})
+        report = AIMessage(content=f"[{spec.name}] {reply.content}".strip(), name=spec.name)
+        return Command(
+            goto="supervisor",
+            update={
+                "steps": steps,
+                "agent_messages": history,
+                "transcript": [*state.get("transcript", []), report],
+            },
+        )
+
+    return specialist
+
+
+def _denial_message(call: Mapping[str, Any], decision: Decision) -> ToolMessage:
+    return ToolMessage(
+        content=f"DENIED ({decision.reason_code.value}): {decision.message}",
+        tool_call_id=call["id"],
+        name=call["name"],
+        status="error",
+    )
+
+
+def _policy_node(runtime: Runtime) -> Callable[[SupervisorState], Command[Any]]:
+    def policy(state: SupervisorState) -> Command[Any]:
+        agent = state["route"]["agent"]
+        spec = runtime.specialists[agent]
+        history = list(state.get("agent_messages", []))
+        proposal = history[-1]
+        assert isinstance(proposal, AIMessage)
+        decisions = list(state.get("decisions", []))
+        allowed: list[dict[str, Any]] = []
+        pending: list[dict[str, Any]] = []
+        for call in proposal.tool_calls:
+            proposed = ProposedCall(agent=agent, tool=call["name"], args=call["args"], call_id=str(call["id"]))
+            decision = decide_tool_call(
+                proposed,
+                thread_id=state["thread_id"],
+                allow_list=spec.allow_list,
+                known_tools=runtime.tools.names,
+                policy=runtime.policy,
+            )
+            if decision.kind != "deny":
+                problem = runtime.tools.validate_args(call["name"], call["args"])
+                if problem is not None:
+                    decision = Decision.deny(
+                        call["name"], ReasonCode.INVALID_ARGUMENTS, f"invalid arguments for {call['name']!r}: {problem}"
+                    )
+            record = {"agent": agent, **decision.as_record()}
+            decisions.append(record)
+            runtime.audit.append(
+                "decision", thread_id=state["thread_id"], requester=state.get("requester"), args=call["args"], **record
+            )
+            runtime.log.info("decision", thread_id=state["thread_id"], agent=agent, action=call["name"],
+                             decision=decision.kind, reason_code=decision.reason_code.value)
+            plain_call = {"name": call["name"], "args": call["args"], "id": call["id"], "agent": agent}
+            if decision.kind == "deny":
+                history.append(_denial_message(call, decision))
+            elif decision.kind == "allow":
+                allowed.append(plain_call)
+            else:
+                request = new_approval_request(
+                    thread_id=state["thread_id"],
+                    agent=agent,
+                    tool=call["name"],
+                    args=dict(call["args"]),
+                    call_id=str(call["id"]),
+                    requester=state.get("requester", ""),
+                    binding=decision.binding or "",
+                    policy=runtime.policy,
+                )
+                pending.append(request.model_dump(mode="json"))
+        goto = "approval" if pending else "tools" if allowed else agent
+        return Command(
+            goto=goto,
+            update={"agent_messages": history, "decisions": decisions, "allowed": allowed, "pending": pending},
+        )
+
+    return policy
+
+
+def _approval_node(runtime: Runtime) -> Callable[[SupervisorState], Command[Any]]:
+    def approval(state: SupervisorState) -> Command[Any]:
+        pending = list(state.get("pending", []))
+        request = ApprovalRequest.model_validate(pending[0])
+        # Nothing with a side effect may run above this line: the node replays on resume.
+        answer = interrupt({"kind": "approval", **pending[0]})
+        try:
+            response = ApprovalResponse.model_validate(answer)
+            decision = evaluate_approval(request, response, runtime.policy)
+            approver = response.approver
+        except ValidationError as exc:
+            approver = str(answer.get("approver", "?")) if isinstance(answer, dict) else "?"
+            decision = Decision.deny(
+                request.tool, ReasonCode.APPROVAL_BINDING_MISMATCH, f"the approval answer is malformed: {exc}"
+            )
+        record = {"agent": request.agent, **decision.as_record()}
+        runtime.audit.append(
+            "approval",
+            thread_id=request.thread_id,
+            requester=request.requester,
+            approver=approver,
+            binding=request.binding,
+            **record,
+        )
+        history = list(state.get("agent_messages", []))
+        allowed = list(state.get("allowed", []))
+        call = {"name": request.tool, "args": request.args, "id": request.call_id, "agent": request.agent}
+        if decision.allowed:
+            allowed.append(call)
+        else:
+            history.append(_denial_message(call, decision))
+        rest = pending[1:]
+        goto = "approval" if rest else "tools" if allowed else request.agent
+        return Command(
+            goto=goto,
+            update={
+                "pending": rest,
+                "allowed": allowed,
+                "agent_messages": history,
+                "decisions": [*state.get("decisions", []), record],
+            },
+        )
+
+    return approval
+
+
+def _tools_node(runtime: Runtime) -> Callable[[SupervisorState], Command[Any]]:
+    def tools(state: SupervisorState) -> Command[Any]:
+        history = list(state.get("agent_messages", []))
+        results = list(state.get("tool_results", []))
+        agent = state["route"]["agent"]
+        for call in state.get("allowed", []):
+            governed = runtime.tools.get(call["name"])
+            args = runtime.redact(call["args"])
+            runtime.audit.append("tool_call", thread_id=state["thread_id"], agent=agent, action=call["name"], args=args)
+            try:
+                output = str(governed.tool.invoke(args))
+                outcome = "ok"
+            except ToolNotAvailableError as exc:
+                output, outcome = str(exc), "unavailable"
+            except Exception as exc:  # noqa: BLE001 - a tool error is reported to the agent, not raised
+                output, outcome = f"{type(exc).__name__}: {exc}", "error"
+            text = runtime.redactor.redact_text(output)
+            runtime.audit.append(
+                "tool_result",
+                thread_id=state["thread_id"],
+                agent=agent,
+                action=call["name"],
+                outcome=outcome,
+                output_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+                output_chars=len(text),
+            )
+            content = f'<untrusted-data tool="{call["name"]}">\n{text}\n</untrusted-data>' if outcome == "ok" else text
+            history.append(
+                ToolMessage(
+                    content=content,
+                    tool_call_id=call["id"],
+                    name=call["name"],
+                    status="success" if outcome == "ok" else "error",
+                )
+            )
+            results.append(
+                {
+                    "agent": agent,
+                    "tool": call["name"],
+                    "args": args,
+                    "outcome": outcome,
+                    "mutates": governed.mutates,
+                    "summary": text if len(text) <= 300 else text[:297] + "...",
+                    "rollback": f"mlops-supervisor rollback {args['model']}" if governed.mutates and "model" in args
+                    else "",
+                }
+            )
+        return Command(goto=agent, update={"agent_messages": history, "tool_results": results, "allowed": []})
+
+    return tools
+
+
+def _finish_node(runtime: Runtime) -> Callable[[SupervisorState], dict[str, Any]]:
+    def finish(state: SupervisorState) -> dict[str, Any]:
+        status = derive_status(state)
+        report = build_report(
+            state, status=status, design=runtime.design_note(state), audit_path=str(runtime.audit.path)
+        )
+        runtime.audit.append("finish", thread_id=state.get("thread_id"), status=status, steps=state.get("steps", 0))
+        runtime.log.info("finish", thread_id=state.get("thread_id"), status=status)
+        return {"status": status, "report": report}
+
+    return finish
+
+
+def build_graph(runtime: Runtime) -> StateGraph[SupervisorState]:
+    """The uncompiled supervisor graph over ``runtime``."""
+    agents = tuple(runtime.specialists)
+    builder: StateGraph[SupervisorState] = StateGraph(SupervisorState)
+    builder.add_node("supervisor", _supervisor_node(runtime), destinations=(*agents, "finish"))
+    for name, spec in runtime.specialists.items():
+        builder.add_node(name, _specialist_node(runtime, spec), destinations=("policy", "supervisor", "finish"))
+    builder.add_node("policy", _policy_node(runtime), destinations=("approval", "tools", *agents))
+    builder.add_node("approval", _approval_node(runtime), destinations=("approval", "tools", *agents))
+    builder.add_node("tools", _tools_node(runtime), destinations=agents)
+    builder.add_node("finish", _finish_node(runtime))
+    builder.add_edge(START, "supervisor")
+    builder.add_edge("finish", END)
+    return builder

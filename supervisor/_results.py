@@ -1,0 +1,121 @@
+"""Typed results of the library and the CLI; they render as Markdown in notebooks."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+__all__ = ["EXIT_CODES", "DecisionRecord", "PendingApproval", "Report", "RunResult", "ThreadSummary", "WorkspaceStatus"]
+
+Status = Literal["done", "refused", "awaiting_approval", "failed"]
+
+EXIT_CODES: dict[str, int] = {"done": 0, "failed": 1, "refused": 3, "awaiting_approval": 4}
+"""Exit code of each status; 2 is kept for bad input and usage."""
+
+
+class Report(BaseModel):
+    """The six sections every request ends with."""
+
+    plan: str = ""
+    design: str = ""
+    changes: str = ""
+    verification: str = ""
+    rollback: str = ""
+    summary: str = ""
+
+    def to_markdown(self) -> str:
+        """The report as Markdown, one heading per section."""
+        return "\n\n".join(f"## {name.title()}\n\n{getattr(self, name)}" for name in Report.model_fields)
+
+    def _repr_markdown_(self) -> str:
+        return self.to_markdown()
+
+
+class DecisionRecord(BaseModel):
+    """One policy decision as reported."""
+
+    agent: str
+    action: str
+    decision: Literal["allow", "deny", "needs_approval"]
+    reason_code: str
+    message: str
+
+
+class PendingApproval(BaseModel):
+    """The action a paused thread waits on, and how to answer it."""
+
+    tool: str
+    agent: str
+    args: dict[str, Any]
+    requester: str
+    binding: str
+    expires_at: str
+    approve_command: str
+    reject_command: str
+
+
+class RunResult(BaseModel):
+    """The outcome of one request: status, report, decisions and any pending approval."""
+
+    status: Status
+    thread_id: str
+    report: Report
+    decisions: list[DecisionRecord] = Field(default_factory=list)
+    pending_approval: PendingApproval | None = None
+    requester: str = ""
+    request: str = ""
+    audit_log: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        """The CLI exit code for this status."""
+        return EXIT_CODES[self.status]
+
+    def to_markdown(self) -> str:
+        """Status line plus the six-section report."""
+        return f"**{self.status}** · thread `{self.thread_id}`\n\n{self.report.to_markdown()}"
+
+    def _repr_markdown_(self) -> str:
+        return self.to_markdown()
+
+
+class ThreadSummary(BaseModel):
+    """One thread in the workspace listing."""
+
+    thread_id: str
+    status: str
+    requester: str
+    request: str
+
+
+class WorkspaceStatus(BaseModel):
+    """What the workspace holds: threads, pending approvals and the audit chain's state."""
+
+    status: Status = "done"
+    thread_id: str | None = None
+    workspace: str
+    threads: list[ThreadSummary]
+    audit_intact: bool
+    audit_lines: int
+    report: Report
+    decisions: list[DecisionRecord] = Field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """Always 0: listing a workspace succeeds or raises."""
+        return EXIT_CODES[self.status]
+
+    def to_markdown(self) -> str:
+        """A table of threads and the audit state."""
+        rows = "\n".join(
+            f"| `{t.thread_id}` | {t.status} | {t.requester} | {t.request} |" for t in self.threads
+        ) or "| (none) | | | |"
+        return (
+            f"Workspace `{self.workspace}`; audit chain "
+            f"{'intact' if self.audit_intact else 'BROKEN'} ({self.audit_lines} lines)\n\n"
+            f"| thread | status | requester | request |\n|---|---|---|---|\n{rows}"
+        )
+
+    def _repr_markdown_(self) -> str:
+        return self.to_markdown()

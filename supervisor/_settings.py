@@ -1,0 +1,38 @@
+"""Settings from the environment (prefix ``MLOPS_``) and the command line."""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "default_user"]
+
+
+def default_user() -> str:
+    """The OS user name, or ``unknown`` where the platform cannot tell."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+class Settings(BaseSettings):
+    """Everything configurable; each field reads ``MLOPS_<FIELD>`` from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore")
+
+    workspace: Path = Field(default=Path(".mlops"), description="where everything the embedded default writes lives")
+    user: str = Field(default_factory=default_user, description="who is asking (requester or approver)")
+    model: str = Field(default="offline", description="model spec: offline, scripted:PATH or openai:MODEL")
+    policy: Path | None = Field(
+        default=None, description="policy file; default <workspace>/policy.yaml if present, else the shipped default"
+    )
+    allow_model_requests: bool = Field(default=True, description="False refuses every request to a real LLM")
+    audit_fsync: bool = Field(default=False, description="fsync the audit log after every line")
+    log_level: str = Field(default="WARNING", description="console log level; the JSON log file takes INFO and up")
+    log_payloads: bool = Field(
+        default=False, description="include (redacted) tool payloads in debug logs; off by default"
+    )

@@ -1,0 +1,206 @@
+"""The declared tools of every specialist.
+
+Tools whose backends arrive in later work are declared here with their real argument
+schemas and answer with ``ToolNotAvailableError``: they never return made-up results.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from langchain_core.tools import StructuredTool
+from pydantic import BaseModel, Field
+
+from mlops_supervisor.policies import ToolNotAvailableError, verify_audit_log
+from mlops_supervisor.tools._registry import GovernedTool, ToolContext, ToolRegistry
+
+__all__ = ["build_tool_registry"]
+
+
+class _NoArgs(BaseModel):
+    pass
+
+
+class _DatasetArgs(BaseModel):
+    source: str = Field(description="a CSV or Parquet path, or sklearn:NAME")
+
+
+class _SplitArgs(BaseModel):
+    source: str = Field(description="a CSV or Parquet path, or sklearn:NAME")
+    seed: int = Field(default=42, description="random seed for the split")
+
+
+class _SpecArgs(BaseModel):
+    spec: str = Field(description="path of the pipeline spec (YAML)")
+
+
+class _ExperimentArgs(BaseModel):
+    experiment: str = Field(description="MLflow experiment name")
+
+
+class _ModelArgs(BaseModel):
+    model: str = Field(description="registered model name")
+
+
+class _ModelVersionArgs(BaseModel):
+    model: str = Field(description="registered model name")
+    version: int = Field(ge=1, description="model version number")
+
+
+class _RegisterArgs(BaseModel):
+    model: str = Field(description="registered model name")
+    run_id: str = Field(description="MLflow run id of the training run")
+
+
+class _AliasArgs(BaseModel):
+    model: str = Field(description="registered model name")
+    version: int = Field(ge=1, description="model version number")
+    alias: str = Field(description="alias to set, e.g. challenger or champion")
+
+
+class _DeployArgs(BaseModel):
+    model: str = Field(description="registered model name")
+    version: int = Field(ge=1, description="model version number")
+    target: str = Field(default="canary", description="staging or canary")
+
+
+class _AuditSummaryArgs(BaseModel):
+    limit: int = Field(default=10, ge=1, le=200, description="how many recent events to list")
+
+
+class _TextArgs(BaseModel):
+    text: str = Field(description="text to check")
+
+
+def _declared(name: str, description: str, args_schema: type[BaseModel], *, mutates: bool, arrives: str) -> GovernedTool:
+    def unavailable(**_: Any) -> str:
+        raise ToolNotAvailableError(f"{name} is not available yet ({arrives}); nothing was changed")
+
+    tool = StructuredTool.from_function(
+        func=unavailable, name=name, description=description, args_schema=args_schema
+    )
+    return GovernedTool(tool=tool, mutates=mutates, available=False)
+
+
+def _audit_summary(ctx: ToolContext) -> GovernedTool:
+    def audit_summary(limit: int = 10) -> str:
+        records = list(ctx.audit.records())
+        counts = Counter(r.get("event", "?") for r in records)
+        recent = [
+            {k: r.get(k) for k in ("seq", "ts", "event", "thread_id", "agent", "action", "decision", "reason_code")
+             if r.get(k) is not None}
+            for r in records[-limit:]
+        ]
+        return json.dumps({"events": len(records), "by_event": dict(counts), "recent": recent})
+
+    tool = StructuredTool.from_function(
+        func=audit_summary,
+        name="audit_summary",
+        description="Read-only summary of the audit log: event counts and the most recent events.",
+        args_schema=_AuditSummaryArgs,
+    )
+    return GovernedTool(tool=tool, mutates=False)
+
+
+def _verify_audit_chain(ctx: ToolContext) -> GovernedTool:
+    def verify_audit_chain() -> str:
+        result = verify_audit_log(ctx.audit.path)
+        return json.dumps(
+            {"intact": result.ok, "lines": result.lines, "bad_line": result.bad_line, "problem": result.problem}
+        )
+
+    tool = StructuredTool.from_function(
+        func=verify_audit_chain,
+        name="verify_audit_chain",
+        description="Check the audit log's hash chain and name the first bad line, if any.",
+        args_schema=_NoArgs,
+    )
+    return GovernedTool(tool=tool, mutates=False)
+
+
+def _show_policy(ctx: ToolContext) -> GovernedTool:
+    def show_policy() -> str:
+        policy = ctx.policy
+        return json.dumps(
+            {
+                "source": policy.source,
+                "digest": policy.digest,
+                "approvers": list(policy.approvers),
+                "approval_required_for": list(policy.approval.required_for),
+                "approval_ttl_minutes": policy.approval.ttl_minutes,
+                "denied_tools": list(policy.tools.denied),
+                "max_steps": policy.limits.max_steps,
+            }
+        )
+
+    tool = StructuredTool.from_function(
+        func=show_policy,
+        name="show_policy",
+        description="Read-only view of the policy in force: approvers, held tools, denied tools, budgets.",
+        args_schema=_NoArgs,
+    )
+    return GovernedTool(tool=tool, mutates=False)
+
+
+_DATA = "it arrives with the data and experimentation tools"
+_EVAL = "it arrives with the evaluation and registry tools"
+_DEPLOY = "it arrives with the deployment and monitoring tools"
+_GUARD = "it arrives with the Presidio redaction and injection guard"
+
+
+def build_tool_registry(ctx: ToolContext) -> ToolRegistry:
+    """Every tool of every specialist, bound to ``ctx``."""
+    return ToolRegistry(
+        [
+            # data
+            _declared("load_dataset", "Load a data set (CSV, Parquet or sklearn:NAME) within the size limit.",
+                      _DatasetArgs, mutates=False, arrives=_DATA),
+            _declared("validate_dataset", "Validate schema, missing values, duplicates, target classes and leakage.",
+                      _DatasetArgs, mutates=False, arrives=_DATA),
+            _declared("scan_pii", "Scan every column for PII and drop or hash the columns that hold it.",
+                      _DatasetArgs, mutates=True, arrives=_DATA),
+            _declared("version_dataset", "Store the data set content-addressed and return its digest.",
+                      _DatasetArgs, mutates=True, arrives=_DATA),
+            _declared("split_dataset", "Seeded, stratified train/validation/test split and reference profile.",
+                      _SplitArgs, mutates=True, arrives=_DATA),
+            # experimentation
+            _declared("train_model", "Train the spec's allow-listed candidates and log every run to MLflow.",
+                      _SpecArgs, mutates=True, arrives=_DATA),
+            _declared("list_runs", "List the runs of an MLflow experiment with their metrics.",
+                      _ExperimentArgs, mutates=False, arrives=_DATA),
+            # evaluation
+            _declared("evaluate_model", "Compute held-out metrics for a model version against the policy thresholds.",
+                      _ModelVersionArgs, mutates=True, arrives=_EVAL),
+            _declared("check_fairness", "Per-group metrics and fairness differences for a model version.",
+                      _ModelVersionArgs, mutates=True, arrives=_EVAL),
+            # registry
+            _declared("register_model", "Register a model version from a complete training run.",
+                      _RegisterArgs, mutates=True, arrives=_EVAL),
+            _declared("set_alias", "Set an alias (challenger, champion) on a model version after its gate passes.",
+                      _AliasArgs, mutates=True, arrives=_EVAL),
+            _declared("list_model_versions", "List the versions, aliases and lineage of a registered model.",
+                      _ModelArgs, mutates=False, arrives=_EVAL),
+            # deployment
+            _declared("deploy_model", "Deploy an evaluated model version to staging or as a canary.",
+                      _DeployArgs, mutates=True, arrives=_DEPLOY),
+            _declared("promote_model", "Promote a model version to production: full traffic and the champion alias.",
+                      _ModelVersionArgs, mutates=True, arrives=_DEPLOY),
+            _declared("rollback_model", "Restore the last known-good version in traffic and in the registry alias.",
+                      _ModelArgs, mutates=True, arrives=_DEPLOY),
+            _declared("endpoint_status", "Versions, weights and health of a model's endpoint.",
+                      _ModelArgs, mutates=False, arrives=_DEPLOY),
+            # observability (read-only)
+            _audit_summary(ctx),
+            _declared("service_metrics", "Latency percentiles, error rate and throughput per version.",
+                      _ModelArgs, mutates=False, arrives=_DEPLOY),
+            _declared("drift_report", "Per-feature drift of live requests against the training reference.",
+                      _ModelArgs, mutates=False, arrives=_DEPLOY),
+            # security
+            _verify_audit_chain(ctx),
+            _show_policy(ctx),
+            _declared("scan_prompt_injection", "Check text for prompt-injection attempts.",
+                      _TextArgs, mutates=False, arrives=_GUARD),
+        ]
+    )

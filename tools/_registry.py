@@ -1,0 +1,89 @@
+"""The tool registry: every declared tool, its argument schema and whether it mutates."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from langchain_core.tools import BaseTool
+from pydantic import BaseModel, ValidationError
+
+from mlops_supervisor.policies import AuditLog, Policy, Redactor
+
+__all__ = ["GovernedTool", "ToolContext", "ToolRegistry"]
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What tool bodies may use: the workspace, the audit log, the policy and the redactor."""
+
+    workspace: Path
+    audit: AuditLog
+    policy: Policy
+    redactor: Redactor
+
+
+@dataclass(frozen=True)
+class GovernedTool:
+    """A tool plus the facts the supervisor needs about it."""
+
+    tool: BaseTool
+    mutates: bool
+    available: bool = True
+
+    @property
+    def name(self) -> str:
+        """The tool's name, as models call it."""
+        return self.tool.name
+
+
+class ToolRegistry:
+    """An immutable set of governed tools, looked up by name."""
+
+    def __init__(self, tools: Iterable[GovernedTool]) -> None:
+        self._tools: dict[str, GovernedTool] = {}
+        for governed in tools:
+            if governed.name in self._tools:
+                raise ValueError(f"tool {governed.name!r} is declared twice")
+            self._tools[governed.name] = governed
+
+    @property
+    def names(self) -> frozenset[str]:
+        """Every declared tool name."""
+        return frozenset(self._tools)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __iter__(self) -> Any:
+        return iter(self._tools.values())
+
+    def get(self, name: str) -> GovernedTool:
+        """The tool called ``name``; ``KeyError`` when none is declared."""
+        return self._tools[name]
+
+    def langchain_tools(self, names: Iterable[str]) -> list[BaseTool]:
+        """The LangChain tools for ``names``, in the order given, for ``bind_tools``."""
+        return [self._tools[n].tool for n in names]
+
+    def validate_args(self, name: str, args: Mapping[str, Any]) -> str | None:
+        """``None`` when ``args`` fit the tool's schema, else a readable reason."""
+        schema = self._tools[name].tool.args_schema
+        if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+            return None
+        try:
+            schema.model_validate(dict(args))
+        except ValidationError as exc:
+            return "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}" for err in exc.errors()
+            )
+        return None
+
+    def replaced(self, **tools: GovernedTool) -> ToolRegistry:
+        """A copy with some tools swapped by name (for tests and custom backends)."""
+        for name in tools:
+            if name not in self._tools:
+                raise KeyError(f"no tool named {name!r} to replace")
+        return ToolRegistry({**self._tools, **tools}.values())
