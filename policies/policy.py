@@ -46,7 +46,7 @@ class Policy(_Strict):
     approval: ApprovalSettings = ApprovalSettings()
     limits: Limits = Limits()
     tools: ToolRules = ToolRules()
-    source: str = Field(default="<default>", exclude=True)
+    source: str = Field(default="built-in default", exclude=True)
     digest: str = Field(default="", exclude=True)
 
     @model_validator(mode="after")
@@ -93,7 +93,7 @@ def _parse(text: str, source: str) -> Policy:
 def load_policy(path: Path | None) -> Policy:
     """Load and validate a policy file; ``None`` gives the shipped default."""
     if path is None:
-        return _parse(default_policy_text(), "<default>")
+        return _parse(default_policy_text(), "built-in default")
     try:
         text = Path(path).read_text("utf-8")
     except FileNotFoundError:

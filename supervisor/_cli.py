@@ -136,7 +136,7 @@ def chat(model: ModelOpt = None, thread: ThreadOpt = None) -> None:
                     elif "route" in event:
                         err.print(f"[dim]→ {event['route']['agent']}: {event['route']['task']}[/]")
             except UsageError as exc:
-                err.print(f"[red]error[/]: {exc}")
+                sys.stderr.write(f"error: {exc}\n")
 
 
 @app.command()
@@ -287,24 +287,13 @@ def main() -> None:
     """Entry point: map our errors to exit codes with one readable line."""
     os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
     try:
-        app(standalone_mode=False)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        app()  # standalone: click prints its own usage errors and exits 2
     except UsageError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+        sys.stderr.write(f"error: {exc}\n")
         sys.exit(2)
     except MlopsSupervisorError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+        sys.stderr.write(f"error: {exc}\n")
         sys.exit(1)
-    except _click_exceptions() as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
-        err.print("aborted")
+    except KeyboardInterrupt:
+        sys.stderr.write("aborted\n")
         sys.exit(130)
-
-
-def _click_exceptions() -> type[Exception]:
-    import click
-
-    return click.ClickException

@@ -116,7 +116,7 @@ def _stops_request(decision: Mapping[str, Any]) -> bool:
 def _planned_route(state: SupervisorState) -> Route:
     """Follow the request's command list (offline planner or pipeline playbook)."""
     if state.get("mode") == "ask" and is_help(state.get("request", "")):
-        return Route(next="finish", answer=GRAMMAR_HELP)
+        return Route(next="finish", answer=f"```text\n{GRAMMAR_HELP}\n```")
     if any(d["decision"] == "deny" for d in state.get("decisions", [])) or any(
         r["outcome"] != "ok" for r in state.get("tool_results", [])
     ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -12,6 +13,15 @@ Status = Literal["done", "refused", "awaiting_approval", "failed"]
 
 EXIT_CODES: dict[str, int] = {"done": 0, "failed": 1, "refused": 3, "awaiting_approval": 4}
 """Exit code of each status; 2 is kept for bad input and usage."""
+
+
+_CODE = re.compile(r"(```[\s\S]*?```|`[^`\n]*`)")
+
+
+def escape_placeholders(markdown: str) -> str:
+    """Escape ``<`` outside code, so placeholders like ``<EMAIL_ADDRESS>`` are not taken for HTML."""
+    parts = _CODE.split(markdown)
+    return "".join(part if i % 2 else part.replace("<", "\\<") for i, part in enumerate(parts))
 
 
 class Report(BaseModel):
@@ -26,7 +36,9 @@ class Report(BaseModel):
 
     def to_markdown(self) -> str:
         """The report as Markdown, one heading per section."""
-        return "\n\n".join(f"## {name.title()}\n\n{getattr(self, name)}" for name in Report.model_fields)
+        return "\n\n".join(
+            f"## {name.title()}\n\n{escape_placeholders(getattr(self, name))}" for name in Report.model_fields
+        )
 
     def _repr_markdown_(self) -> str:
         return self.to_markdown()

@@ -1,0 +1,57 @@
+"""Shared fixtures. No test may reach a real model: requests are refused unless a test opts in."""
+
+from __future__ import annotations
+
+import os
+
+# Set before anything imports tldextract or builds a model: children inherit them too.
+os.environ["MLOPS_ALLOW_MODEL_REQUESTS"] = "0"
+os.environ["TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS"] = ""
+os.environ.pop("OPENAI_API_KEY", None)
+os.environ.pop("MLOPS_WORKSPACE", None)
+os.environ.pop("MLOPS_POLICY", None)
+os.environ.pop("MLOPS_MODEL", None)
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+CLI = str(Path(sys.executable).parent / "mlops-supervisor")
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    """A fresh workspace path (not yet created)."""
+    return tmp_path / "ws"
+
+
+@pytest.fixture
+def policy_file(tmp_path: Path) -> Path:
+    """A policy naming one approver, release-manager."""
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump({"approvers": ["release-manager"]}), "utf-8")
+    return path
+
+
+CliRun = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def cli(workspace: Path) -> CliRun:
+    """Run the installed ``mlops-supervisor`` in a separate process against ``workspace``."""
+
+    def run(*args: str, user: str = "alice", policy: Path | None = None, ws: Path | None = None,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        cmd = [CLI, "--workspace", str(ws or workspace), "--as", user]
+        if policy is not None:
+            cmd += ["--policy", str(policy)]
+        env = {**os.environ, "COLUMNS": "200"}  # keep rich from wrapping messages the tests read
+        return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=120, cwd=cwd, check=False, env=env)
+
+    return run

@@ -1,0 +1,157 @@
+"""The command line: grammar, JSON contract, approvals across processes, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mlops_supervisor.policies import AuditLog
+
+from .conftest import CliRun
+
+
+def test_ask_help_lists_the_grammar(cli: CliRun) -> None:
+    """`ask "help" --model offline` prints every command of the grammar and exits 0."""
+    done = cli("ask", "help", "--model", "offline")
+    assert done.returncode == 0, done.stderr
+    for usage in ("train SPEC", "evaluate MODEL version N", "register MODEL from run RUN_ID", "deploy MODEL version N",
+                  "promote MODEL version N", "rollback MODEL", "status", "help"):
+        assert usage in done.stdout
+
+
+def test_ask_json_contract(cli: CliRun) -> None:
+    """`ask --json` prints one JSON object with status, thread_id, the six report sections and decisions."""
+    done = cli("ask", "verify audit", "--json")
+    assert done.returncode == 0, done.stderr
+    payload = json.loads(done.stdout)
+    assert payload["status"] == "done"
+    assert payload["thread_id"].startswith("t-")
+    assert set(payload["report"]) == {"plan", "design", "changes", "verification", "rollback", "summary"}
+    assert payload["decisions"] == [
+        {"agent": "security", "action": "verify_audit_chain", "decision": "allow", "reason_code": "allowed",
+         "message": "allowed by policy"}
+    ]
+
+
+def test_approval_across_processes(cli: CliRun, workspace: Path, policy_file: Path) -> None:
+    """Paused in one process; self-approval and an unlisted approver are refused (exit 3) and recorded; a listed approver finishes it."""
+    asked = cli("ask", "promote churn version 3 to production", "--json", user="alice", policy=policy_file)
+    assert asked.returncode == 4, asked.stderr
+    thread = json.loads(asked.stdout)["thread_id"]
+    assert json.loads(asked.stdout)["pending_approval"]["tool"] == "promote_model"
+
+    self_approved = cli("approve", thread, "--json", user="alice", policy=policy_file)
+    assert self_approved.returncode == 3
+    assert json.loads(self_approved.stdout)["decisions"][-1]["reason_code"] == "self_approval"
+
+    outsider = cli("approve", thread, "--json", user="eve", policy=policy_file)
+    assert outsider.returncode == 3
+    assert json.loads(outsider.stdout)["decisions"][-1]["reason_code"] == "approver_not_listed"
+
+    still = cli("status", thread, "--json", policy=policy_file)
+    assert json.loads(still.stdout)["status"] == "awaiting_approval"
+
+    approved = cli("approve", thread, "--reason", "evidence reviewed", "--json", user="release-manager",
+                   policy=policy_file)
+    payload = json.loads(approved.stdout)
+    assert payload["status"] != "awaiting_approval"
+    assert payload["decisions"][-1]["reason_code"] == "allowed"
+    # The promotion tool itself has not landed: the thread ends failed and says so.
+    assert approved.returncode == 1 and "not available yet" in payload["report"]["summary"]
+
+    events = [(r["event"], r.get("approver"), r.get("reason_code")) for r in AuditLog(workspace / "audit.jsonl").records()
+              if r.get("thread_id") == thread and r["event"] in {"approval", "approval_refused"}]
+    assert events == [
+        ("approval_refused", "alice", "self_approval"),
+        ("approval_refused", "eve", "approver_not_listed"),
+        ("approval", "release-manager", "allowed"),
+    ]
+
+
+def test_reject_is_recorded_and_refuses(cli: CliRun, policy_file: Path) -> None:
+    """A rejection ends the thread refused (exit 3) with the reason in the report."""
+    asked = cli("ask", "promote churn version 3", "--json", policy=policy_file)
+    thread = json.loads(asked.stdout)["thread_id"]
+    rejected = cli("reject", thread, "--reason", "stale evidence", "--json", user="release-manager", policy=policy_file)
+    assert rejected.returncode == 3
+    assert "stale evidence" in json.loads(rejected.stdout)["decisions"][-1]["message"]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("frobnicate",), "No such command 'frobnicate'"),
+        (("ask", "help", "--model", "gpt4"), "unknown model spec 'gpt4'; allowed model specs: offline"),
+        (("ask", "make me a sandwich"), "does not understand 'make me a sandwich'"),
+        (("run", "spec.yaml", "--stop-after", "bake"), "'bake' is not one of 'data', 'train'"),
+        (("approve", "t-doesnotexist"), "no thread 't-doesnotexist'"),
+        (("ask", "help", "--thread", "bad id!"), "thread id 'bad id!' is not allowed"),
+        (("run", "missing.yaml"), "pipeline spec missing.yaml does not exist"),
+    ],
+)
+def test_bad_input_exits_2_and_changes_nothing(cli: CliRun, workspace: Path, args: tuple[str, ...], needle: str) -> None:
+    """Each bad input gets one message naming the value and what is allowed, exit 2, and no audit line."""
+    done = cli(*args)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert needle in done.stderr
+    assert not (workspace / "audit.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [("approvers: [unclosed\n", "is not valid YAML"), ("approvers: 7\n", "approvers: Input should be a valid tuple")],
+)
+def test_bad_policy_file_exits_2(cli: CliRun, workspace: Path, tmp_path: Path, text: str, needle: str) -> None:
+    """A malformed or invalid policy file is named, exit 2, and nothing is written."""
+    policy = tmp_path / "bad.yaml"
+    policy.write_text(text, "utf-8")
+    done = cli("ask", "status", policy=policy)
+    assert done.returncode == 2
+    assert str(policy) in done.stderr and needle in done.stderr
+    assert not (workspace / "audit.jsonl").exists()
+
+
+def test_unwritable_workspace_exits_2(cli: CliRun, tmp_path: Path) -> None:
+    """A workspace that cannot be created is named, exit 2."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x", "utf-8")
+    done = cli("ask", "status", ws=blocker / "ws")
+    assert done.returncode == 2
+    assert f"workspace {blocker / 'ws'} cannot be created" in done.stderr
+
+
+def test_status_lists_threads(cli: CliRun, policy_file: Path) -> None:
+    """`status --json` lists each thread with its status and the audit chain's state."""
+    cli("ask", "promote churn version 3", policy=policy_file)
+    cli("ask", "show policy", policy=policy_file)
+    payload = json.loads(cli("status", "--json", policy=policy_file).stdout)
+    assert sorted(t["status"] for t in payload["threads"]) == ["awaiting_approval", "done"]
+    assert payload["audit_intact"] is True
+
+
+def test_run_stops_at_first_unavailable_stage(cli: CliRun, tmp_path: Path) -> None:
+    """`run` follows the playbook and stops, failed, at the first stage whose tool has not landed."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("data: {source: data.csv}\n", "utf-8")
+    done = cli("run", str(spec), "--stop-after", "train", "--json")
+    payload = json.loads(done.stdout)
+    assert done.returncode == 1
+    assert [d["action"] for d in payload["decisions"]] == ["load_dataset"]
+    assert "load_dataset is not available yet" in payload["report"]["summary"]
+
+
+def test_eval_scenarios_pass(cli: CliRun) -> None:
+    """The built-in eval scenarios all hold."""
+    done = cli("eval", "--json")
+    payload = json.loads(done.stdout)
+    assert done.returncode == 0, payload
+    assert {s["name"] for s in payload["scenarios"]} >= {"allow-list-adversary", "approval-separation-of-duties"}
+
+
+def test_graph_command_prints_mermaid(cli: CliRun) -> None:
+    """`graph` prints the Mermaid drawing pinned by the snapshot."""
+    done = cli("graph")
+    snapshot = (Path(__file__).parent / "snapshots" / "graph.mmd").read_text("utf-8")
+    assert done.stdout.strip() == snapshot.strip()
