@@ -80,6 +80,10 @@ _COMBINED = re.compile("|".join(f"(?P<{name}>{pattern.replace('(?i)', '')})" for
 _CASE_SENSITIVE = {name: re.compile(p) for name, p in _PATTERNS.items() if name not in {"SECRET_ASSIGNMENT", "EMAIL_ADDRESS"}}
 
 
+# No entity above is shorter than this, so shorter strings (keys, ids, numbers) skip the scan.
+_SHORTEST = 6
+
+
 def _luhn_ok(candidate: str) -> bool:
     digits = [int(c) for c in candidate if c.isdigit()]
     if not 13 <= len(digits) <= 19:
@@ -121,7 +125,7 @@ class PatternRedactor:
 
     def redact_text(self, text: str) -> str:
         """``text`` with every detected entity replaced by ``<ENTITY>``."""
-        if not text:
+        if len(text) < _SHORTEST:
             return text
         spans = self._scan(text)
         if not spans:

@@ -342,6 +342,7 @@ class Supervisor:
     def close(self) -> None:
         """Release the checkpoint store and log files."""
         self._conn.close()
+        self.audit.close()
         close_logging(self.workspace.logs_dir)
 
     def __enter__(self) -> Supervisor:

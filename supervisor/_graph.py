@@ -274,8 +274,6 @@ def _policy_node(runtime: Runtime) -> Callable[[SupervisorState], Command[Any]]:
             runtime.audit.append(
                 "decision", thread_id=state["thread_id"], requester=state.get("requester"), args=call["args"], **record
             )
-            runtime.log.info("decision", thread_id=state["thread_id"], agent=agent, action=call["name"],
-                             decision=decision.kind, reason_code=decision.reason_code.value)
             plain_call = {"name": call["name"], "args": call["args"], "id": call["id"], "agent": agent}
             if decision.kind == "deny":
                 history.append(_denial_message(call, decision))
