@@ -51,9 +51,6 @@ def _tool() -> StructuredTool:
 
 
 def bare_graph() -> Any:
-    class S(dict):  # type: ignore[type-arg]
-        pass
-
     from langgraph.graph import MessagesState
 
     builder = StateGraph(MessagesState)
@@ -86,7 +83,9 @@ def governed_graph(workspace: Path) -> Any:
 
 
 def _call(i: int) -> AIMessage:
-    return AIMessage(content="", tool_calls=[{"name": "echo", "args": {"text": PAYLOAD}, "id": f"c{i}", "type": "tool_call"}])
+    return AIMessage(
+        content="", tool_calls=[{"name": "echo", "args": {"text": PAYLOAD}, "id": f"c{i}", "type": "tool_call"}]
+    )
 
 
 def time_bare(graph: Any, n: int) -> float:
@@ -100,8 +99,14 @@ def time_bare(graph: Any, n: int) -> float:
 def time_governed(graph: Any, n: int) -> float:
     start = time.perf_counter()
     for i in range(n):
-        state = {"thread_id": "bench", "requester": "bench", "route": {"agent": "bench", "task": "echo"},
-                 "agent_messages": [HumanMessage("echo"), _call(i)], "decisions": [], "tool_results": []}
+        state = {
+            "thread_id": "bench",
+            "requester": "bench",
+            "route": {"agent": "bench", "task": "echo"},
+            "agent_messages": [HumanMessage("echo"), _call(i)],
+            "decisions": [],
+            "tool_results": [],
+        }
         out = graph.invoke(state)
         assert PAYLOAD in out["agent_messages"][-1].content
     return (time.perf_counter() - start) / n
@@ -122,9 +127,11 @@ def main() -> None:
             bare_t.append(time_bare(bare, args.calls))
             gov_t.append(time_governed(governed, args.calls))
     b, g = statistics.median(bare_t), statistics.median(gov_t)
-    row = (f"| per-tool-call overhead, 1 KB payload | bare ToolNode {b * 1e3:.3f} ms | governed {g * 1e3:.3f} ms "
-           f"| **{g / b:.2f}x** (target ≤ 3x) | `python benchmarks/bench_tool_call_overhead.py --calls {args.calls} "
-           f"--rounds {args.rounds}` |")
+    row = (
+        f"| per-tool-call overhead, 1 KB payload | bare ToolNode {b * 1e3:.3f} ms | governed {g * 1e3:.3f} ms "
+        f"| **{g / b:.2f}x** (target ≤ 3x) | `python benchmarks/bench_tool_call_overhead.py --calls {args.calls} "
+        f"--rounds {args.rounds}` |"
+    )
     print(row)
     if args.write:
         path = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"

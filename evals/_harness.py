@@ -130,8 +130,10 @@ def run_scenario(scenario: Scenario, root: Path) -> ScenarioOutcome:
     policy_path.write_text(yaml.safe_dump(scenario.policy), "utf-8")
     model = "offline"
     if scenario.model != "offline":
-        script = scenario.script if scenario.model == "script" else adversarial_allow_list_script(
-            {name: spec.tools for name, spec in SPECIALISTS.items()}
+        script = (
+            scenario.script
+            if scenario.model == "script"
+            else adversarial_allow_list_script({name: spec.tools for name, spec in SPECIALISTS.items()})
         )
         script_path = workspace / "script.yaml"
         script_path.write_text(yaml.safe_dump(script), "utf-8")
@@ -146,10 +148,13 @@ def run_scenario(scenario: Scenario, root: Path) -> ScenarioOutcome:
                 assert thread_id is not None, "approve needs an earlier ask"
                 result = sup.approve(thread_id)
             else:
-                assert thread_id is not None and step.reject is not None
+                assert thread_id is not None
+                assert step.reject is not None
                 result = sup.reject(thread_id, reason=step.reject)
             thread_id = result.thread_id
-            runs = sum(1 for r in sup.audit.records() if r.get("event") == "tool_call" and r.get("thread_id") == thread_id)
+            runs = sum(
+                1 for r in sup.audit.records() if r.get("event") == "tool_call" and r.get("thread_id") == thread_id
+            )
         problems += [f"step {number}: {p}" for p in _check(result, step.expect, runs)]
     check = verify_audit_log(workspace / "audit.jsonl")
     if not check.ok:

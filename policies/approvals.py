@@ -107,8 +107,7 @@ def evaluate_approval(
         return Decision.deny(
             request.tool,
             ReasonCode.APPROVAL_EXPIRED,
-            f"the approval request expired at {request.expires_at.isoformat()}; "
-            "ask again to raise a fresh request.",
+            f"the approval request expired at {request.expires_at.isoformat()}; ask again to raise a fresh request.",
         )
     if response.decision == "reject":
         return Decision.deny(

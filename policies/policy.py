@@ -74,9 +74,7 @@ def _parse(text: str, source: str) -> Policy:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise PolicyFileError(
-            f"policy file {source} must hold a mapping of settings, got {type(data).__name__}"
-        )
+        raise PolicyFileError(f"policy file {source} must hold a mapping of settings, got {type(data).__name__}")
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:

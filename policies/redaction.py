@@ -73,11 +73,14 @@ _PATTERNS: dict[str, str] = {
     "CREDIT_CARD": r"\b\d(?:[ -]?\d){12,18}\b",
 }
 
-_COMBINED = re.compile("|".join(f"(?P<{name}>{pattern.replace('(?i)', '')})" for name, pattern in _PATTERNS.items()),
-                       re.IGNORECASE)
+_COMBINED = re.compile(
+    "|".join(f"(?P<{name}>{pattern.replace('(?i)', '')})" for name, pattern in _PATTERNS.items()), re.IGNORECASE
+)
 # Case-insensitivity is only wanted for the assignment keywords; the other shapes are
 # checked again case-sensitively so that, say, 'akia...' is not taken for an AWS key.
-_CASE_SENSITIVE = {name: re.compile(p) for name, p in _PATTERNS.items() if name not in {"SECRET_ASSIGNMENT", "EMAIL_ADDRESS"}}
+_CASE_SENSITIVE = {
+    name: re.compile(p) for name, p in _PATTERNS.items() if name not in {"SECRET_ASSIGNMENT", "EMAIL_ADDRESS"}
+}
 
 
 # No entity above is shorter than this, so shorter strings (keys, ids, numbers) skip the scan.

@@ -127,7 +127,9 @@ class Supervisor:
         snapshot = self._snapshot(thread_id)
         if snapshot is None:
             known = ", ".join(self.thread_ids()[-10:]) or "none yet"
-            raise UnknownThreadError(f"no thread {thread_id!r} in workspace {self.workspace.root}; known threads: {known}")
+            raise UnknownThreadError(
+                f"no thread {thread_id!r} in workspace {self.workspace.root}; known threads: {known}"
+            )
         return snapshot
 
     def _result(self, thread_id: str) -> RunResult:
@@ -190,15 +192,15 @@ class Supervisor:
             return []
         return [str(r[0]) for r in rows]
 
-    def _start(self, request: str, thread_id: str | None, *, mode: str, commands: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    def _start(
+        self, request: str, thread_id: str | None, *, mode: str, commands: list[dict[str, Any]]
+    ) -> tuple[str, dict[str, Any]]:
         if not request.strip():
             raise UsageError("the request is empty; say what to do, or 'help'")
         if thread_id is None:
             thread_id = f"t-{uuid.uuid4().hex[:12]}"
         elif not _THREAD_ID.match(thread_id):
-            raise UsageError(
-                f"thread id {thread_id!r} is not allowed; use 1-64 letters, digits, '.', '_' or '-'"
-            )
+            raise UsageError(f"thread id {thread_id!r} is not allowed; use 1-64 letters, digits, '.', '_' or '-'")
         existing = self._snapshot(thread_id)
         if existing is not None and existing.interrupts:
             raise UsageError(
@@ -229,9 +231,7 @@ class Supervisor:
     def _commands(self, request: str) -> list[dict[str, Any]]:
         if not self._provider(self.model_spec).offline:
             return []
-        return [
-            {"agent": c.agent, "tool": c.tool, "text": c.text, "args": c.args} for c in parse_request(request)
-        ]
+        return [{"agent": c.agent, "tool": c.tool, "text": c.text, "args": c.args} for c in parse_request(request)]
 
     def ask(self, request: str, *, thread_id: str | None = None) -> RunResult:
         """Run one request to its end, or until it pauses for an approval."""
@@ -288,7 +288,12 @@ class Supervisor:
                     ),
                 }
             )
-        answer = {"decision": decision, "approver": who, "binding": request.binding, "reason": self.redactor.redact_text(reason)}
+        answer = {
+            "decision": decision,
+            "approver": who,
+            "binding": request.binding,
+            "reason": self.redactor.redact_text(reason),
+        }
         spec = snapshot.values.get("model") or self.model_spec
         return self._invoke(spec, Command(resume=answer), thread_id)
 

@@ -67,11 +67,17 @@ AsOpt = Annotated[str | None, typer.Option("--as", help="act as this user (overr
 @app.callback()
 def _global(
     workspace: Annotated[
-        Path | None, typer.Option("--workspace", envvar="MLOPS_WORKSPACE", help="workspace directory [default: ./.mlops]")
+        Path | None,
+        typer.Option("--workspace", envvar="MLOPS_WORKSPACE", help="workspace directory [default: ./.mlops]"),
     ] = None,
-    user: Annotated[str | None, typer.Option("--as", envvar="MLOPS_USER", help="who is acting [default: OS user]")] = None,
+    user: Annotated[
+        str | None, typer.Option("--as", envvar="MLOPS_USER", help="who is acting [default: OS user]")
+    ] = None,
     policy: Annotated[
-        Path | None, typer.Option("--policy", envvar="MLOPS_POLICY", help="policy file [default: <workspace>/policy.yaml or built-in]")
+        Path | None,
+        typer.Option(
+            "--policy", envvar="MLOPS_POLICY", help="policy file [default: <workspace>/policy.yaml or built-in]"
+        ),
     ] = None,
 ) -> None:
     """Global options shared by every command."""
@@ -185,8 +191,9 @@ def status(
 
 
 @app.command()
-def rollback(model_name: Annotated[str, typer.Argument(metavar="MODEL", help="registered model name")],
-             as_json: JsonFlag = False) -> None:
+def rollback(
+    model_name: Annotated[str, typer.Argument(metavar="MODEL", help="registered model name")], as_json: JsonFlag = False
+) -> None:
     """Restore the last known-good version of MODEL (traffic and alias)."""
     with _supervisor("offline") as sup:
         result = sup.ask(f"rollback {model_name}")
@@ -244,8 +251,19 @@ def audit_verify(as_json: JsonFlag = False) -> None:
     path = _workspace_path() / "audit.jsonl"
     check = verify_audit_log(path)
     if as_json:
-        sys.stdout.write(json.dumps({"status": "done" if check.ok else "failed", "path": str(path), "intact": check.ok,
-                                     "lines": check.lines, "bad_line": check.bad_line, "problem": check.problem}) + "\n")
+        sys.stdout.write(
+            json.dumps(
+                {
+                    "status": "done" if check.ok else "failed",
+                    "path": str(path),
+                    "intact": check.ok,
+                    "lines": check.lines,
+                    "bad_line": check.bad_line,
+                    "problem": check.problem,
+                }
+            )
+            + "\n"
+        )
     elif check.ok:
         out.print(f"audit chain intact: {check.lines} lines in {path}")
     else:
@@ -262,8 +280,11 @@ def audit_show(
     """Print recent audit events."""
     from mlops_supervisor.policies.audit import AuditLog
 
-    records = [r for r in AuditLog(_workspace_path() / "audit.jsonl").records()
-               if thread is None or r.get("thread_id") == thread][-limit:]
+    records = [
+        r
+        for r in AuditLog(_workspace_path() / "audit.jsonl").records()
+        if thread is None or r.get("thread_id") == thread
+    ][-limit:]
     if as_json:
         sys.stdout.write(json.dumps({"status": "done", "events": records}) + "\n")
         return
@@ -271,9 +292,14 @@ def audit_show(
 
     table = Table("seq", "time", "event", "thread", "detail")
     for r in records:
-        detail = " ".join(f"{k}={r[k]}" for k in ("agent", "action", "decision", "reason_code", "next", "status",
-                                                  "approver", "outcome") if r.get(k) is not None)
-        table.add_row(str(r.get("seq")), str(r.get("ts", ""))[:19], str(r.get("event")), str(r.get("thread_id", "")), detail)
+        detail = " ".join(
+            f"{k}={r[k]}"
+            for k in ("agent", "action", "decision", "reason_code", "next", "status", "approver", "outcome")
+            if r.get(k) is not None
+        )
+        table.add_row(
+            str(r.get("seq")), str(r.get("ts", ""))[:19], str(r.get("event")), str(r.get("thread_id", "")), detail
+        )
     out.print(table)
 
 

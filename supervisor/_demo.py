@@ -55,8 +55,11 @@ def run_demo(workspace: Path, *, requester: str | None = None, console: Console 
 
         say("[bold]2. A read-only request routed to the security agent[/]")
         verified = sup.ask("verify audit then show policy")
-        check("security agent verified the chain and read the policy", verified.status == "done",
-              f"status {verified.status}")
+        check(
+            "security agent verified the chain and read the policy",
+            verified.status == "done",
+            f"status {verified.status}",
+        )
 
         say("[bold]3. A promotion is held for a human approval[/]")
         held = sup.ask("promote demo-model version 1 to production")
@@ -64,25 +67,36 @@ def run_demo(workspace: Path, *, requester: str | None = None, console: Console 
 
         say(f"[bold]4. {requester} tries to approve their own request[/]")
         self_approval = sup.approve(held.thread_id)
-        check("self-approval refused", self_approval.status == "refused",
-              next((d.reason_code for d in self_approval.decisions if d.reason_code == "self_approval"), "?"))
+        check(
+            "self-approval refused",
+            self_approval.status == "refused",
+            next((d.reason_code for d in self_approval.decisions if d.reason_code == "self_approval"), "?"),
+        )
 
     say(f"[bold]5. {DEMO_APPROVER} approves (a demo identity named in the demo policy, not a real person)[/]")
     with Supervisor(root, model="offline", user=DEMO_APPROVER, policy=policy_path) as approver:
         approved = approver.approve(held.thread_id, reason="demo approval")
     ran = [d for d in approved.decisions if d.reason_code == "allowed" and d.action == "promote_model"]
-    check("approval accepted and the call went to the tool", bool(ran),
-          "promote_model is declared but not available yet, so the thread ends 'failed' honestly")
+    check(
+        "approval accepted and the call went to the tool",
+        bool(ran),
+        "promote_model is declared but not available yet, so the thread ends 'failed' honestly",
+    )
 
     say("[bold]6. A hostile model tries every other specialist's tools[/]")
     with Supervisor(root, model=f"scripted:{script_path}", user="mallory", policy=policy_path) as hostile:
         attack = hostile.ask("do everything")
-        ran_bodies = sum(1 for r in hostile.audit.records()
-                         if r.get("event") == "tool_call" and r.get("thread_id") == attack.thread_id)
+        ran_bodies = sum(
+            1
+            for r in hostile.audit.records()
+            if r.get("event") == "tool_call" and r.get("thread_id") == attack.thread_id
+        )
     denied = [d for d in attack.decisions if d.decision == "deny"]
-    check("every forbidden call denied, no tool body ran",
-          attack.status == "refused" and len(denied) == len(attack.decisions) and ran_bodies == 0,
-          f"{len(denied)} calls denied")
+    check(
+        "every forbidden call denied, no tool body ran",
+        attack.status == "refused" and len(denied) == len(attack.decisions) and ran_bodies == 0,
+        f"{len(denied)} calls denied",
+    )
 
     audit = verify_audit_log(root / "audit.jsonl")
     check("audit chain intact", audit.ok, f"{audit.lines} hash-chained lines in {root / 'audit.jsonl'}")

@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import structlog
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
@@ -179,7 +178,9 @@ def _supervisor_node(runtime: Runtime) -> Callable[[SupervisorState], Command[An
             try:
                 route = _llm_route(runtime, state)
             except (ValidationError, ValueError) as exc:
-                update["failure"] = f"the supervisor model gave no valid route: {runtime.redactor.redact_text(str(exc))}"
+                update["failure"] = (
+                    f"the supervisor model gave no valid route: {runtime.redactor.redact_text(str(exc))}"
+                )
                 route = Route(next="finish")
             except Exception as exc:  # noqa: BLE001 - a model failure ends the request with its reason
                 update["failure"] = f"the supervisor model failed: {runtime.redactor.redact_text(str(exc))}"
@@ -389,7 +390,8 @@ def _tools_node(runtime: Runtime) -> Callable[[SupervisorState], Command[Any]]:
                     "outcome": outcome,
                     "mutates": governed.mutates,
                     "summary": text if len(text) <= 300 else text[:297] + "...",
-                    "rollback": f"mlops-supervisor rollback {args['model']}" if governed.mutates and "model" in args
+                    "rollback": f"mlops-supervisor rollback {args['model']}"
+                    if governed.mutates and "model" in args
                     else "",
                 }
             )

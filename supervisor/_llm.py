@@ -88,8 +88,13 @@ class OfflineChatModel(BaseChatModel):
             message=AIMessageChunk(
                 content=message.content,
                 tool_call_chunks=[
-                    {"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": i,
-                     "type": "tool_call_chunk"}
+                    {
+                        "name": c["name"],
+                        "args": json.dumps(c["args"]),
+                        "id": c["id"],
+                        "index": i,
+                        "type": "tool_call_chunk",
+                    }
                     for i, c in enumerate(message.tool_calls)
                 ],
             )

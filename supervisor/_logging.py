@@ -42,8 +42,10 @@ def make_logger(logs_dir: Path, *, redactor: Redactor, console_level: str = "WAR
         file_handler = logging.FileHandler(logs_dir / "mlops-supervisor.jsonl", encoding="utf-8")
         file_handler.setFormatter(
             structlog.stdlib.ProcessorFormatter(
-                processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                            structlog.processors.JSONRenderer()],
+                processors=[
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.JSONRenderer(),
+                ],
                 foreign_pre_chain=shared,
             )
         )
@@ -51,8 +53,10 @@ def make_logger(logs_dir: Path, *, redactor: Redactor, console_level: str = "WAR
         console.setLevel(getattr(logging, console_level.upper(), logging.WARNING))
         console.setFormatter(
             structlog.stdlib.ProcessorFormatter(
-                processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                            structlog.dev.ConsoleRenderer(colors=False)],
+                processors=[
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.dev.ConsoleRenderer(colors=False),
+                ],
                 foreign_pre_chain=shared,
             )
         )

@@ -41,36 +41,86 @@ class _Rule:
     args: Callable[[re.Match[str]], dict[str, Any]]
 
 
-def _rule(usage: str, summary: str, pattern: str, agent: str, tool: str,
-          args: Callable[[re.Match[str]], dict[str, Any]]) -> _Rule:
+def _rule(
+    usage: str, summary: str, pattern: str, agent: str, tool: str, args: Callable[[re.Match[str]], dict[str, Any]]
+) -> _Rule:
     return _Rule(usage, summary, re.compile(rf"^\s*{pattern}\s*$", re.IGNORECASE), agent, tool, args)
 
 
 _RULES: tuple[_Rule, ...] = (
-    _rule("train SPEC", "train the spec's candidates (experimentation)",
-          r"train\s+(?P<spec>\S+)", "experimentation", "train_model", lambda m: {"spec": m["spec"]}),
-    _rule("evaluate MODEL version N", "evaluate a model version on held-out data (evaluation)",
-          rf"evaluate\s+{_NAME}\s+{_VERSION}", "evaluation", "evaluate_model",
-          lambda m: {"model": m["model"], "version": int(m["version"])}),
-    _rule("register MODEL from run RUN_ID", "register a version from a training run (registry)",
-          rf"register\s+{_NAME}\s+from\s+run\s+(?P<run>\S+)", "registry", "register_model",
-          lambda m: {"model": m["model"], "run_id": m["run"]}),
-    _rule("deploy MODEL version N [to staging|canary]", "deploy a version (deployment)",
-          rf"deploy\s+{_NAME}\s+{_VERSION}(?:\s+to\s+(?P<target>staging|canary))?", "deployment", "deploy_model",
-          lambda m: {"model": m["model"], "version": int(m["version"]), "target": (m["target"] or "canary").lower()}),
-    _rule("promote MODEL version N [to production]", "promote to production; needs an approval (deployment)",
-          rf"promote\s+{_NAME}\s+{_VERSION}(?:\s+to\s+production)?", "deployment", "promote_model",
-          lambda m: {"model": m["model"], "version": int(m["version"])}),
-    _rule("rollback MODEL", "restore the last known-good version (deployment)",
-          rf"roll\s*back\s+{_NAME}", "deployment", "rollback_model", lambda m: {"model": m["model"]}),
-    _rule("status MODEL", "versions, weights and health of a model's endpoint (deployment)",
-          rf"status\s+{_NAME}", "deployment", "endpoint_status", lambda m: {"model": m["model"]}),
-    _rule("status", "recent activity from the audit trail (observability)",
-          r"status", "observability", "audit_summary", lambda m: {}),
-    _rule("verify audit", "check the audit chain (security)",
-          r"verify\s+audit", "security", "verify_audit_chain", lambda m: {}),
-    _rule("show policy", "the policy in force (security)",
-          r"show\s+policy", "security", "show_policy", lambda m: {}),
+    _rule(
+        "train SPEC",
+        "train the spec's candidates (experimentation)",
+        r"train\s+(?P<spec>\S+)",
+        "experimentation",
+        "train_model",
+        lambda m: {"spec": m["spec"]},
+    ),
+    _rule(
+        "evaluate MODEL version N",
+        "evaluate a model version on held-out data (evaluation)",
+        rf"evaluate\s+{_NAME}\s+{_VERSION}",
+        "evaluation",
+        "evaluate_model",
+        lambda m: {"model": m["model"], "version": int(m["version"])},
+    ),
+    _rule(
+        "register MODEL from run RUN_ID",
+        "register a version from a training run (registry)",
+        rf"register\s+{_NAME}\s+from\s+run\s+(?P<run>\S+)",
+        "registry",
+        "register_model",
+        lambda m: {"model": m["model"], "run_id": m["run"]},
+    ),
+    _rule(
+        "deploy MODEL version N [to staging|canary]",
+        "deploy a version (deployment)",
+        rf"deploy\s+{_NAME}\s+{_VERSION}(?:\s+to\s+(?P<target>staging|canary))?",
+        "deployment",
+        "deploy_model",
+        lambda m: {"model": m["model"], "version": int(m["version"]), "target": (m["target"] or "canary").lower()},
+    ),
+    _rule(
+        "promote MODEL version N [to production]",
+        "promote to production; needs an approval (deployment)",
+        rf"promote\s+{_NAME}\s+{_VERSION}(?:\s+to\s+production)?",
+        "deployment",
+        "promote_model",
+        lambda m: {"model": m["model"], "version": int(m["version"])},
+    ),
+    _rule(
+        "rollback MODEL",
+        "restore the last known-good version (deployment)",
+        rf"roll\s*back\s+{_NAME}",
+        "deployment",
+        "rollback_model",
+        lambda m: {"model": m["model"]},
+    ),
+    _rule(
+        "status MODEL",
+        "versions, weights and health of a model's endpoint (deployment)",
+        rf"status\s+{_NAME}",
+        "deployment",
+        "endpoint_status",
+        lambda m: {"model": m["model"]},
+    ),
+    _rule(
+        "status",
+        "recent activity from the audit trail (observability)",
+        r"status",
+        "observability",
+        "audit_summary",
+        lambda m: {},
+    ),
+    _rule(
+        "verify audit",
+        "check the audit chain (security)",
+        r"verify\s+audit",
+        "security",
+        "verify_audit_chain",
+        lambda m: {},
+    ),
+    _rule("show policy", "the policy in force (security)", r"show\s+policy", "security", "show_policy", lambda m: {}),
 )
 
 _CALL = re.compile(r"^\s*call\s+(?P<tool>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<args>\{.*\})?\s*$", re.IGNORECASE | re.DOTALL)
@@ -95,6 +145,7 @@ def _parse_call(text: str) -> PlannedCommand | None:
     if not isinstance(args, dict):
         raise UsageError(f"the arguments of {text.strip()!r} must be a JSON object")
     return PlannedCommand(text=text.strip(), agent=owner, tool=tool, args=args)
+
 
 GRAMMAR_HELP = "\n".join(
     [

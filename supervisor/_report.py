@@ -29,7 +29,9 @@ def build_report(state: Mapping[str, Any], *, status: str, design: str, audit_pa
     """Plan, Design, Changes, Verification, Rollback and Summary for one request."""
     plan = [f"{i}. **{step['agent']}**: {step['task']}" for i, step in enumerate(state.get("plan", []), start=1)]
     results = state.get("tool_results", [])
-    changes = [f"`{r['tool']}` by {r['agent']}: {r['summary']}" for r in results if r["mutates"] and r["outcome"] == "ok"]
+    changes = [
+        f"`{r['tool']}` by {r['agent']}: {r['summary']}" for r in results if r["mutates"] and r["outcome"] == "ok"
+    ]
     checks = [
         f"{d['agent']} → `{d['action']}`: **{d['decision']}** ({d['reason_code']}): {d['message']}"
         for d in state.get("decisions", [])

@@ -120,9 +120,10 @@ class WorkspaceStatus(BaseModel):
 
     def to_markdown(self) -> str:
         """A table of threads and the audit state."""
-        rows = "\n".join(
-            f"| `{t.thread_id}` | {t.status} | {t.requester} | {t.request} |" for t in self.threads
-        ) or "| (none) | | | |"
+        rows = (
+            "\n".join(f"| `{t.thread_id}` | {t.status} | {t.requester} | {t.request} |" for t in self.threads)
+            or "| (none) | | | |"
+        )
         return (
             f"Workspace `{self.workspace}`; audit chain "
             f"{'intact' if self.audit_intact else 'BROKEN'} ({self.audit_lines} lines)\n\n"

@@ -119,8 +119,10 @@ def message_from_step(step: Any, where: str) -> AIMessage:
     calls: list[dict[str, Any]] = []
     if "route" in step:
         calls.append(
-            {"name": "Route", "args": {"next": step["route"], "task": step.get("task", ""),
-                                       "answer": step.get("answer", "")}}
+            {
+                "name": "Route",
+                "args": {"next": step["route"], "task": step.get("task", ""), "answer": step.get("answer", "")},
+            }
         )
     for call in step.get("tool_calls") or []:
         if not isinstance(call, dict) or "name" not in call:
@@ -128,8 +130,9 @@ def message_from_step(step: Any, where: str) -> AIMessage:
         calls.append({"name": call["name"], "args": call.get("args") or {}})
     return AIMessage(
         content=str(step.get("content", "")),
-        tool_calls=[{"name": c["name"], "args": c["args"], "id": f"call_{next(_ids):06d}", "type": "tool_call"}
-                    for c in calls],
+        tool_calls=[
+            {"name": c["name"], "args": c["args"], "id": f"call_{next(_ids):06d}", "type": "tool_call"} for c in calls
+        ],
     )
 
 
@@ -181,14 +184,26 @@ def adversarial_allow_list_script(specialists: dict[str, tuple[str, ...]]) -> di
 def _plausible_args(tool: str) -> dict[str, Any]:
     # Well-formed arguments, so a denial can only come from the allow-list, not the schema.
     return {
-        "load_dataset": {"source": "data.csv"}, "validate_dataset": {"source": "data.csv"},
-        "scan_pii": {"source": "data.csv"}, "version_dataset": {"source": "data.csv"},
-        "split_dataset": {"source": "data.csv"}, "train_model": {"spec": "spec.yaml"},
-        "list_runs": {"experiment": "exp"}, "evaluate_model": {"model": "m", "version": 1},
-        "check_fairness": {"model": "m", "version": 1}, "register_model": {"model": "m", "run_id": "r"},
-        "set_alias": {"model": "m", "version": 1, "alias": "champion"}, "list_model_versions": {"model": "m"},
-        "deploy_model": {"model": "m", "version": 1}, "promote_model": {"model": "m", "version": 1},
-        "rollback_model": {"model": "m"}, "endpoint_status": {"model": "m"}, "audit_summary": {},
-        "service_metrics": {"model": "m"}, "drift_report": {"model": "m"}, "verify_audit_chain": {},
-        "show_policy": {}, "scan_prompt_injection": {"text": "hello"},
+        "load_dataset": {"source": "data.csv"},
+        "validate_dataset": {"source": "data.csv"},
+        "scan_pii": {"source": "data.csv"},
+        "version_dataset": {"source": "data.csv"},
+        "split_dataset": {"source": "data.csv"},
+        "train_model": {"spec": "spec.yaml"},
+        "list_runs": {"experiment": "exp"},
+        "evaluate_model": {"model": "m", "version": 1},
+        "check_fairness": {"model": "m", "version": 1},
+        "register_model": {"model": "m", "run_id": "r"},
+        "set_alias": {"model": "m", "version": 1, "alias": "champion"},
+        "list_model_versions": {"model": "m"},
+        "deploy_model": {"model": "m", "version": 1},
+        "promote_model": {"model": "m", "version": 1},
+        "rollback_model": {"model": "m"},
+        "endpoint_status": {"model": "m"},
+        "audit_summary": {},
+        "service_metrics": {"model": "m"},
+        "drift_report": {"model": "m"},
+        "verify_audit_chain": {},
+        "show_policy": {},
+        "scan_prompt_injection": {"text": "hello"},
     }.get(tool, {})

@@ -46,8 +46,9 @@ CliRun = Callable[..., subprocess.CompletedProcess[str]]
 def cli(workspace: Path) -> CliRun:
     """Run the installed ``mlops-supervisor`` in a separate process against ``workspace``."""
 
-    def run(*args: str, user: str = "alice", policy: Path | None = None, ws: Path | None = None,
-            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, user: str = "alice", policy: Path | None = None, ws: Path | None = None, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
         cmd = [CLI, "--workspace", str(ws or workspace), "--as", user]
         if policy is not None:
             cmd += ["--policy", str(policy)]

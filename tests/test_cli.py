@@ -16,8 +16,16 @@ def test_ask_help_lists_the_grammar(cli: CliRun) -> None:
     """`ask "help" --model offline` prints every command of the grammar and exits 0."""
     done = cli("ask", "help", "--model", "offline")
     assert done.returncode == 0, done.stderr
-    for usage in ("train SPEC", "evaluate MODEL version N", "register MODEL from run RUN_ID", "deploy MODEL version N",
-                  "promote MODEL version N", "rollback MODEL", "status", "help"):
+    for usage in (
+        "train SPEC",
+        "evaluate MODEL version N",
+        "register MODEL from run RUN_ID",
+        "deploy MODEL version N",
+        "promote MODEL version N",
+        "rollback MODEL",
+        "status",
+        "help",
+    ):
         assert usage in done.stdout
 
 
@@ -30,8 +38,13 @@ def test_ask_json_contract(cli: CliRun) -> None:
     assert payload["thread_id"].startswith("t-")
     assert set(payload["report"]) == {"plan", "design", "changes", "verification", "rollback", "summary"}
     assert payload["decisions"] == [
-        {"agent": "security", "action": "verify_audit_chain", "decision": "allow", "reason_code": "allowed",
-         "message": "allowed by policy"}
+        {
+            "agent": "security",
+            "action": "verify_audit_chain",
+            "decision": "allow",
+            "reason_code": "allowed",
+            "message": "allowed by policy",
+        }
     ]
 
 
@@ -53,16 +66,21 @@ def test_approval_across_processes(cli: CliRun, workspace: Path, policy_file: Pa
     still = cli("status", thread, "--json", policy=policy_file)
     assert json.loads(still.stdout)["status"] == "awaiting_approval"
 
-    approved = cli("approve", thread, "--reason", "evidence reviewed", "--json", user="release-manager",
-                   policy=policy_file)
+    approved = cli(
+        "approve", thread, "--reason", "evidence reviewed", "--json", user="release-manager", policy=policy_file
+    )
     payload = json.loads(approved.stdout)
     assert payload["status"] != "awaiting_approval"
     assert payload["decisions"][-1]["reason_code"] == "allowed"
     # The promotion tool itself has not landed: the thread ends failed and says so.
-    assert approved.returncode == 1 and "not available yet" in payload["report"]["summary"]
+    assert approved.returncode == 1
+    assert "not available yet" in payload["report"]["summary"]
 
-    events = [(r["event"], r.get("approver"), r.get("reason_code")) for r in AuditLog(workspace / "audit.jsonl").records()
-              if r.get("thread_id") == thread and r["event"] in {"approval", "approval_refused"}]
+    events = [
+        (r["event"], r.get("approver"), r.get("reason_code"))
+        for r in AuditLog(workspace / "audit.jsonl").records()
+        if r.get("thread_id") == thread and r["event"] in {"approval", "approval_refused"}
+    ]
     assert events == [
         ("approval_refused", "alice", "self_approval"),
         ("approval_refused", "eve", "approver_not_listed"),
@@ -91,7 +109,9 @@ def test_reject_is_recorded_and_refuses(cli: CliRun, policy_file: Path) -> None:
         (("run", "missing.yaml"), "pipeline spec missing.yaml does not exist"),
     ],
 )
-def test_bad_input_exits_2_and_changes_nothing(cli: CliRun, workspace: Path, args: tuple[str, ...], needle: str) -> None:
+def test_bad_input_exits_2_and_changes_nothing(
+    cli: CliRun, workspace: Path, args: tuple[str, ...], needle: str
+) -> None:
     """Each bad input gets one message naming the value and what is allowed, exit 2, and no audit line."""
     done = cli(*args)
     assert done.returncode == 2, (done.stdout, done.stderr)
@@ -109,7 +129,8 @@ def test_bad_policy_file_exits_2(cli: CliRun, workspace: Path, tmp_path: Path, t
     policy.write_text(text, "utf-8")
     done = cli("ask", "status", policy=policy)
     assert done.returncode == 2
-    assert str(policy) in done.stderr and needle in done.stderr
+    assert str(policy) in done.stderr
+    assert needle in done.stderr
     assert not (workspace / "audit.jsonl").exists()
 
 

@@ -11,8 +11,8 @@ from langchain_core.tools import StructuredTool
 
 from mlops_supervisor import Supervisor
 from mlops_supervisor.agents import SPECIALISTS
-from mlops_supervisor.tools import GovernedTool, ToolRegistry
 from mlops_supervisor.testing import adversarial_allow_list_script
+from mlops_supervisor.tools import GovernedTool, ToolRegistry
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "graph.mmd"
 
@@ -37,8 +37,9 @@ def _spy_registry(sup: Supervisor, ran: list[str]) -> ToolRegistry:
             ran.append(governed.name)
             return "ran"
 
-        tool = StructuredTool.from_function(func=body, name=governed.name, description=governed.tool.description,
-                                            args_schema=governed.tool.args_schema)
+        tool = StructuredTool.from_function(
+            func=body, name=governed.name, description=governed.tool.description, args_schema=governed.tool.args_schema
+        )
         return GovernedTool(tool=tool, mutates=governed.mutates)
 
     return ToolRegistry(spy(g) for g in sup.tools)
@@ -56,8 +57,12 @@ def test_hostile_model_gets_every_foreign_call_denied(workspace: Path, tmp_path:
         result = sup.ask("do everything")
         audited = [r for r in sup.audit.records() if r["event"] == "decision" and r["thread_id"] == result.thread_id]
     expected = {
-        (name, tool) for name, spec in SPECIALISTS.items()
-        for other in SPECIALISTS.values() if other.name != name for tool in other.tools if tool not in spec.tools
+        (name, tool)
+        for name, spec in SPECIALISTS.items()
+        for other in SPECIALISTS.values()
+        if other.name != name
+        for tool in other.tools
+        if tool not in spec.tools
     }
     assert ran == []
     assert result.status == "refused"
@@ -102,11 +107,15 @@ CANARY_EMAIL = "canary.person@example.org"
 def test_nothing_raw_reaches_state_logs_audit_or_model(workspace: Path, tmp_path: Path) -> None:
     """Planted secrets in the request and in tool arguments appear in no checkpoint, log, audit line or LLM message."""
     script = {
-        "supervisor": [{"route": "security", "task": f"check {CANARY_EMAIL} with {CANARY_SECRET}"},
-                       {"route": "finish", "answer": "ok"}],
+        "supervisor": [
+            {"route": "security", "task": f"check {CANARY_EMAIL} with {CANARY_SECRET}"},
+            {"route": "finish", "answer": "ok"},
+        ],
         "security": [
-            {"tool_calls": [{"name": "scan_prompt_injection", "args": {"text": f"{CANARY_EMAIL} {CANARY_SECRET}"}}],
-             "content": f"echo {CANARY_SECRET}"},
+            {
+                "tool_calls": [{"name": "scan_prompt_injection", "args": {"text": f"{CANARY_EMAIL} {CANARY_SECRET}"}}],
+                "content": f"echo {CANARY_SECRET}",
+            },
             {"content": f"done, told {CANARY_EMAIL}"},
         ],
     }
@@ -117,12 +126,17 @@ def test_nothing_raw_reaches_state_logs_audit_or_model(workspace: Path, tmp_path
         provider = sup._provider(sup.model_spec)
         seen = [m for node in ("supervisor", "security") for call in provider.chat_model(node).calls for m in call]  # type: ignore[attr-defined]
     model_text = " ".join(str(m.content) for m in seen)
-    assert seen and "<API_KEY>" in model_text
+    assert seen
+    assert "<API_KEY>" in model_text
     stored = [
         (workspace / "audit.jsonl").read_bytes(),
         (workspace / "logs" / "mlops-supervisor.jsonl").read_bytes(),
-        b"".join(bytes(row[0]) for row in sqlite3.connect(workspace / "checkpoints.sqlite").execute(
-            "SELECT checkpoint FROM checkpoints UNION ALL SELECT value FROM writes")),
+        b"".join(
+            bytes(row[0])
+            for row in sqlite3.connect(workspace / "checkpoints.sqlite").execute(
+                "SELECT checkpoint FROM checkpoints UNION ALL SELECT value FROM writes"
+            )
+        ),
         model_text.encode(),
     ]
     for blob in stored:

@@ -15,15 +15,17 @@ from langchain_core.messages import AIMessage, HumanMessage
 
 from mlops_supervisor import Supervisor
 from mlops_supervisor._llm import resolve_model
-from mlops_supervisor.policies import ModelRequestsNotAllowedError, ScriptExhaustedError, UsageError
+from mlops_supervisor.policies import ScriptExhaustedError, UsageError
 from mlops_supervisor.testing import ScriptedChatModel
 
 
 def test_scripted_model_binds_streams_and_runs_out_loudly() -> None:
     """bind_tools works, streaming yields the tool call, and an exhausted script raises."""
-    model = ScriptedChatModel(responses=[
-        AIMessage(content="", tool_calls=[{"name": "show_policy", "args": {}, "id": "c1", "type": "tool_call"}]),
-    ])
+    model = ScriptedChatModel(
+        responses=[
+            AIMessage(content="", tool_calls=[{"name": "show_policy", "args": {}, "id": "c1", "type": "tool_call"}]),
+        ]
+    )
     bound = model.bind_tools([])
     chunks = list(bound.stream([HumanMessage("go")]))
     merged = chunks[0]
@@ -55,18 +57,43 @@ class _FakeOpenAI(BaseHTTPRequestHandler):
         type(self).requests.append(body)
         tools = [t["function"]["name"] for t in body.get("tools", [])]
         if "Route" in tools:
-            routed = sum(1 for r in type(self).requests if any(t["function"]["name"] == "Route" for t in r.get("tools", [])))
-            args = {"next": "security", "task": "show the policy"} if routed == 1 else {"next": "finish", "answer": "policy shown"}
-            message = {"role": "assistant", "content": None, "tool_calls": [
-                {"id": f"call_r{routed}", "type": "function", "function": {"name": "Route", "arguments": json.dumps(args)}}]}
+            routed = sum(
+                1 for r in type(self).requests if any(t["function"]["name"] == "Route" for t in r.get("tools", []))
+            )
+            args = (
+                {"next": "security", "task": "show the policy"}
+                if routed == 1
+                else {"next": "finish", "answer": "policy shown"}
+            )
+            message = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": f"call_r{routed}",
+                        "type": "function",
+                        "function": {"name": "Route", "arguments": json.dumps(args)},
+                    }
+                ],
+            }
         elif body["messages"][-1]["role"] == "tool":
             message = {"role": "assistant", "content": "The policy holds promote_model for approval."}
         else:
-            message = {"role": "assistant", "content": None, "tool_calls": [
-                {"id": "call_t1", "type": "function", "function": {"name": "show_policy", "arguments": "{}"}}]}
-        payload = {"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
-                   "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-                   "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+            message = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "call_t1", "type": "function", "function": {"name": "show_policy", "arguments": "{}"}}
+                ],
+            }
+        payload = {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body["model"],
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
         data = json.dumps(payload).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -97,7 +124,9 @@ def test_openai_path_is_refused_while_switched_off(workspace: Path, openai_serve
     assert _FakeOpenAI.requests == []
 
 
-def test_openai_path_routes_and_calls_tools(workspace: Path, openai_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_openai_path_routes_and_calls_tools(
+    workspace: Path, openai_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Opted in, the real openai SDK drives routing and a tool call through the policy node."""
     monkeypatch.setenv("MLOPS_ALLOW_MODEL_REQUESTS", "1")
     with Supervisor(workspace, model="openai:gpt-test") as sup:
@@ -106,8 +135,11 @@ def test_openai_path_routes_and_calls_tools(workspace: Path, openai_server: str,
     assert [(d.agent, d.action, d.decision) for d in result.decisions] == [("security", "show_policy", "allow")]
     assert "policy shown" in result.report.summary
     specialist_call = next(r for r in _FakeOpenAI.requests if r["messages"][-1]["role"] == "tool")
-    assert [t["function"]["name"] for t in specialist_call["tools"]] == ["verify_audit_chain", "show_policy",
-                                                                        "scan_prompt_injection"]
+    assert [t["function"]["name"] for t in specialist_call["tools"]] == [
+        "verify_audit_chain",
+        "show_policy",
+        "scan_prompt_injection",
+    ]
 
 
 def test_openai_without_key_is_a_usage_error(workspace: Path) -> None:

@@ -18,15 +18,22 @@ def test_generic_names_are_not_installed_top_level(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
-    failed = subprocess.run([sys.executable, "-I", "-c", "import tools"], cwd=tmp_path, capture_output=True, text=True,
-                            check=False)
+    failed = subprocess.run(
+        [sys.executable, "-I", "-c", "import tools"], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
     assert "ModuleNotFoundError: No module named 'tools'" in failed.stderr
 
 
 def test_public_api_is_pinned() -> None:
     """The top-level surface is exactly this list; a change is a reviewed diff."""
     assert sorted(mlops_supervisor.__all__) == [
-        "MlopsSupervisorError", "Report", "RunError", "RunResult", "Settings", "Supervisor", "UsageError",
+        "MlopsSupervisorError",
+        "Report",
+        "RunError",
+        "RunResult",
+        "Settings",
+        "Supervisor",
+        "UsageError",
         "WorkspaceStatus",
     ]
     for name in mlops_supervisor.__all__:

@@ -74,13 +74,13 @@ class _TextArgs(BaseModel):
     text: str = Field(description="text to check")
 
 
-def _declared(name: str, description: str, args_schema: type[BaseModel], *, mutates: bool, arrives: str) -> GovernedTool:
+def _declared(
+    name: str, description: str, args_schema: type[BaseModel], *, mutates: bool, arrives: str
+) -> GovernedTool:
     def unavailable(**_: Any) -> str:
         raise ToolNotAvailableError(f"{name} is not available yet ({arrives}); nothing was changed")
 
-    tool = StructuredTool.from_function(
-        func=unavailable, name=name, description=description, args_schema=args_schema
-    )
+    tool = StructuredTool.from_function(func=unavailable, name=name, description=description, args_schema=args_schema)
     return GovernedTool(tool=tool, mutates=mutates, available=False)
 
 
@@ -89,8 +89,11 @@ def _audit_summary(ctx: ToolContext) -> GovernedTool:
         records = list(ctx.audit.records())
         counts = Counter(r.get("event", "?") for r in records)
         recent = [
-            {k: r.get(k) for k in ("seq", "ts", "event", "thread_id", "agent", "action", "decision", "reason_code")
-             if r.get(k) is not None}
+            {
+                k: r.get(k)
+                for k in ("seq", "ts", "event", "thread_id", "agent", "action", "decision", "reason_code")
+                if r.get(k) is not None
+            }
             for r in records[-limit:]
         ]
         return json.dumps({"events": len(records), "by_event": dict(counts), "recent": recent})
@@ -155,52 +158,147 @@ def build_tool_registry(ctx: ToolContext) -> ToolRegistry:
     return ToolRegistry(
         [
             # data
-            _declared("load_dataset", "Load a data set (CSV, Parquet or sklearn:NAME) within the size limit.",
-                      _DatasetArgs, mutates=False, arrives=_DATA),
-            _declared("validate_dataset", "Validate schema, missing values, duplicates, target classes and leakage.",
-                      _DatasetArgs, mutates=False, arrives=_DATA),
-            _declared("scan_pii", "Scan every column for PII and drop or hash the columns that hold it.",
-                      _DatasetArgs, mutates=True, arrives=_DATA),
-            _declared("version_dataset", "Store the data set content-addressed and return its digest.",
-                      _DatasetArgs, mutates=True, arrives=_DATA),
-            _declared("split_dataset", "Seeded, stratified train/validation/test split and reference profile.",
-                      _SplitArgs, mutates=True, arrives=_DATA),
+            _declared(
+                "load_dataset",
+                "Load a data set (CSV, Parquet or sklearn:NAME) within the size limit.",
+                _DatasetArgs,
+                mutates=False,
+                arrives=_DATA,
+            ),
+            _declared(
+                "validate_dataset",
+                "Validate schema, missing values, duplicates, target classes and leakage.",
+                _DatasetArgs,
+                mutates=False,
+                arrives=_DATA,
+            ),
+            _declared(
+                "scan_pii",
+                "Scan every column for PII and drop or hash the columns that hold it.",
+                _DatasetArgs,
+                mutates=True,
+                arrives=_DATA,
+            ),
+            _declared(
+                "version_dataset",
+                "Store the data set content-addressed and return its digest.",
+                _DatasetArgs,
+                mutates=True,
+                arrives=_DATA,
+            ),
+            _declared(
+                "split_dataset",
+                "Seeded, stratified train/validation/test split and reference profile.",
+                _SplitArgs,
+                mutates=True,
+                arrives=_DATA,
+            ),
             # experimentation
-            _declared("train_model", "Train the spec's allow-listed candidates and log every run to MLflow.",
-                      _SpecArgs, mutates=True, arrives=_DATA),
-            _declared("list_runs", "List the runs of an MLflow experiment with their metrics.",
-                      _ExperimentArgs, mutates=False, arrives=_DATA),
+            _declared(
+                "train_model",
+                "Train the spec's allow-listed candidates and log every run to MLflow.",
+                _SpecArgs,
+                mutates=True,
+                arrives=_DATA,
+            ),
+            _declared(
+                "list_runs",
+                "List the runs of an MLflow experiment with their metrics.",
+                _ExperimentArgs,
+                mutates=False,
+                arrives=_DATA,
+            ),
             # evaluation
-            _declared("evaluate_model", "Compute held-out metrics for a model version against the policy thresholds.",
-                      _ModelVersionArgs, mutates=True, arrives=_EVAL),
-            _declared("check_fairness", "Per-group metrics and fairness differences for a model version.",
-                      _ModelVersionArgs, mutates=True, arrives=_EVAL),
+            _declared(
+                "evaluate_model",
+                "Compute held-out metrics for a model version against the policy thresholds.",
+                _ModelVersionArgs,
+                mutates=True,
+                arrives=_EVAL,
+            ),
+            _declared(
+                "check_fairness",
+                "Per-group metrics and fairness differences for a model version.",
+                _ModelVersionArgs,
+                mutates=True,
+                arrives=_EVAL,
+            ),
             # registry
-            _declared("register_model", "Register a model version from a complete training run.",
-                      _RegisterArgs, mutates=True, arrives=_EVAL),
-            _declared("set_alias", "Set an alias (challenger, champion) on a model version after its gate passes.",
-                      _AliasArgs, mutates=True, arrives=_EVAL),
-            _declared("list_model_versions", "List the versions, aliases and lineage of a registered model.",
-                      _ModelArgs, mutates=False, arrives=_EVAL),
+            _declared(
+                "register_model",
+                "Register a model version from a complete training run.",
+                _RegisterArgs,
+                mutates=True,
+                arrives=_EVAL,
+            ),
+            _declared(
+                "set_alias",
+                "Set an alias (challenger, champion) on a model version after its gate passes.",
+                _AliasArgs,
+                mutates=True,
+                arrives=_EVAL,
+            ),
+            _declared(
+                "list_model_versions",
+                "List the versions, aliases and lineage of a registered model.",
+                _ModelArgs,
+                mutates=False,
+                arrives=_EVAL,
+            ),
             # deployment
-            _declared("deploy_model", "Deploy an evaluated model version to staging or as a canary.",
-                      _DeployArgs, mutates=True, arrives=_DEPLOY),
-            _declared("promote_model", "Promote a model version to production: full traffic and the champion alias.",
-                      _ModelVersionArgs, mutates=True, arrives=_DEPLOY),
-            _declared("rollback_model", "Restore the last known-good version in traffic and in the registry alias.",
-                      _ModelArgs, mutates=True, arrives=_DEPLOY),
-            _declared("endpoint_status", "Versions, weights and health of a model's endpoint.",
-                      _ModelArgs, mutates=False, arrives=_DEPLOY),
+            _declared(
+                "deploy_model",
+                "Deploy an evaluated model version to staging or as a canary.",
+                _DeployArgs,
+                mutates=True,
+                arrives=_DEPLOY,
+            ),
+            _declared(
+                "promote_model",
+                "Promote a model version to production: full traffic and the champion alias.",
+                _ModelVersionArgs,
+                mutates=True,
+                arrives=_DEPLOY,
+            ),
+            _declared(
+                "rollback_model",
+                "Restore the last known-good version in traffic and in the registry alias.",
+                _ModelArgs,
+                mutates=True,
+                arrives=_DEPLOY,
+            ),
+            _declared(
+                "endpoint_status",
+                "Versions, weights and health of a model's endpoint.",
+                _ModelArgs,
+                mutates=False,
+                arrives=_DEPLOY,
+            ),
             # observability (read-only)
             _audit_summary(ctx),
-            _declared("service_metrics", "Latency percentiles, error rate and throughput per version.",
-                      _ModelArgs, mutates=False, arrives=_DEPLOY),
-            _declared("drift_report", "Per-feature drift of live requests against the training reference.",
-                      _ModelArgs, mutates=False, arrives=_DEPLOY),
+            _declared(
+                "service_metrics",
+                "Latency percentiles, error rate and throughput per version.",
+                _ModelArgs,
+                mutates=False,
+                arrives=_DEPLOY,
+            ),
+            _declared(
+                "drift_report",
+                "Per-feature drift of live requests against the training reference.",
+                _ModelArgs,
+                mutates=False,
+                arrives=_DEPLOY,
+            ),
             # security
             _verify_audit_chain(ctx),
             _show_policy(ctx),
-            _declared("scan_prompt_injection", "Check text for prompt-injection attempts.",
-                      _TextArgs, mutates=False, arrives=_GUARD),
+            _declared(
+                "scan_prompt_injection",
+                "Check text for prompt-injection attempts.",
+                _TextArgs,
+                mutates=False,
+                arrives=_GUARD,
+            ),
         ]
     )

@@ -32,8 +32,13 @@ def test_unknown_tool_is_denied() -> None:
 
 def test_foreign_tool_is_denied_even_if_policy_would_hold_it() -> None:
     """The allow-list is checked before approval rules, so no rule widens it."""
-    d = decide_tool_call(_call("promote_model", agent="data"), thread_id="t", allow_list={"train_model"},
-                         known_tools=KNOWN, policy=POLICY)
+    d = decide_tool_call(
+        _call("promote_model", agent="data"),
+        thread_id="t",
+        allow_list={"train_model"},
+        known_tools=KNOWN,
+        policy=POLICY,
+    )
     assert (d.kind, d.reason_code) == ("deny", ReasonCode.NOT_IN_ALLOW_LIST)
     assert "train_model" in d.message
 
@@ -41,27 +46,52 @@ def test_foreign_tool_is_denied_even_if_policy_would_hold_it() -> None:
 def test_policy_denied_tool() -> None:
     """tools.denied refuses a tool to its own agent and says how to allow it."""
     policy = Policy(tools={"denied": ("show_policy",)})  # type: ignore[arg-type]
-    d = decide_tool_call(_call("show_policy", agent="security"), thread_id="t", allow_list={"show_policy"},
-                         known_tools=KNOWN, policy=policy)
+    d = decide_tool_call(
+        _call("show_policy", agent="security"),
+        thread_id="t",
+        allow_list={"show_policy"},
+        known_tools=KNOWN,
+        policy=policy,
+    )
     assert (d.kind, d.reason_code) == ("deny", ReasonCode.TOOL_DENIED_BY_POLICY)
     assert "tools.denied" in d.message
 
 
 def test_held_tool_needs_approval_bound_to_arguments() -> None:
     """A held tool needs approval, and the binding changes with any argument."""
-    d1 = decide_tool_call(_call("promote_model", version=1, model="m"), thread_id="t", allow_list={"promote_model"},
-                          known_tools=KNOWN, policy=POLICY)
-    d2 = decide_tool_call(_call("promote_model", version=2, model="m"), thread_id="t", allow_list={"promote_model"},
-                          known_tools=KNOWN, policy=POLICY)
-    assert d1.kind == "needs_approval" and d1.binding and d2.binding
+    d1 = decide_tool_call(
+        _call("promote_model", version=1, model="m"),
+        thread_id="t",
+        allow_list={"promote_model"},
+        known_tools=KNOWN,
+        policy=POLICY,
+    )
+    d2 = decide_tool_call(
+        _call("promote_model", version=2, model="m"),
+        thread_id="t",
+        allow_list={"promote_model"},
+        known_tools=KNOWN,
+        policy=POLICY,
+    )
+    assert d1.kind == "needs_approval"
+    assert d1.binding
+    assert d2.binding
     assert d1.binding != d2.binding
 
 
 def _request(now: datetime) -> object:
     call = _call("promote_model")
-    return new_approval_request(thread_id="t", agent="deployment", tool="promote_model", args=dict(call.args),
-                                call_id="c1", requester="alice", binding=approval_binding("t", call),
-                                policy=POLICY, now=now)
+    return new_approval_request(
+        thread_id="t",
+        agent="deployment",
+        tool="promote_model",
+        args=dict(call.args),
+        call_id="c1",
+        requester="alice",
+        binding=approval_binding("t", call),
+        policy=POLICY,
+        now=now,
+    )
 
 
 def test_approval_checks() -> None:
