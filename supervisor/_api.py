@@ -41,6 +41,7 @@ from mlops_supervisor.policies import (
     UsageError,
     check_approver,
     load_policy,
+    redact_value,
     verify_audit_log,
 )
 from mlops_supervisor.tools import ToolContext, ToolRegistry, build_tool_registry
@@ -83,7 +84,7 @@ class Supervisor:
         self.redactor: Redactor = redactor or PatternRedactor()
         self.audit = AuditLog(
             self.workspace.audit_path,
-            redact=lambda value: _redact(self.redactor, value),
+            redact=lambda value: redact_value(self.redactor, value),
             fsync=self.settings.audit_fsync,
         )
         self.log = make_logger(self.workspace.logs_dir, redactor=self.redactor, console_level=self.settings.log_level)
@@ -355,9 +356,3 @@ class Supervisor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _redact(redactor: Redactor, value: Any) -> Any:
-    from mlops_supervisor.policies import redact_value
-
-    return redact_value(redactor, value)

@@ -176,3 +176,33 @@ def test_graph_command_prints_mermaid(cli: CliRun) -> None:
     done = cli("graph")
     snapshot = (Path(__file__).parent / "snapshots" / "graph.mmd").read_text("utf-8")
     assert done.stdout.strip() == snapshot.strip()
+
+
+def test_chat_answers_and_leaves(workspace: Path) -> None:
+    """`chat` reads requests from the terminal, answers each, and ends on 'exit'."""
+    import os
+    import subprocess
+
+    from .conftest import CLI
+
+    done = subprocess.run(
+        [CLI, "--workspace", str(workspace), "chat", "--thread", "t-chat"],
+        input="help\nshow policy\nexit\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "promote MODEL version N" in done.stdout
+    assert "security: show policy" in done.stderr
+    assert "t-chat" in done.stderr
+
+
+def test_resume_reports_a_paused_thread(cli: CliRun, policy_file: Path) -> None:
+    """`resume` on a thread awaiting approval leaves it paused and exits 4."""
+    thread = json.loads(cli("ask", "promote churn version 3", "--json", policy=policy_file).stdout)["thread_id"]
+    done = cli("resume", thread, "--json", policy=policy_file)
+    assert done.returncode == 4
+    assert json.loads(done.stdout)["pending_approval"]["requester"] == "alice"
