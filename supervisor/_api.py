@@ -71,9 +71,13 @@ class Supervisor:
         redactor: Redactor | None = None,
     ) -> None:
         self.settings = settings or Settings()
-        self.workspace = Workspace.open(Path(workspace) if workspace is not None else self.settings.workspace)
+        root = Path(workspace) if workspace is not None else self.settings.workspace
+        # Validate everything before creating anything, so bad input leaves no trace.
+        self.workspace = Workspace.open(root, create=False)
         self.user = user or self.settings.user
         self.model_spec = model or self.settings.model
+        self._providers: dict[str, ModelProvider] = {}
+        self._provider(self.model_spec)
         if isinstance(policy, Policy):
             self.policy = policy
         else:
@@ -82,6 +86,7 @@ class Supervisor:
                 path = self.workspace.policy_path
             self.policy = load_policy(Path(path) if path is not None else None)
         self.redactor: Redactor = redactor or PatternRedactor()
+        self.workspace = Workspace.open(root)
         self.audit = AuditLog(
             self.workspace.audit_path,
             redact=lambda value: redact_value(self.redactor, value),
@@ -94,8 +99,6 @@ class Supervisor:
         self._conn = sqlite3.connect(self.workspace.checkpoints_path, check_same_thread=False)
         self._saver = SqliteSaver(self._conn)
         self._graphs: dict[str, Any] = {}
-        self._providers: dict[str, ModelProvider] = {}
-        self._provider(self.model_spec)  # a bad model spec fails here, before anything runs
 
     # --- plumbing ----------------------------------------------------------------------
 

@@ -117,6 +117,8 @@ def test_bad_input_exits_2_and_changes_nothing(
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert needle in done.stderr
     assert not (workspace / "audit.jsonl").exists()
+    if "--model" in args or "frobnicate" in args:
+        assert not workspace.exists()
 
 
 @pytest.mark.parametrize(
