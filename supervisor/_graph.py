@@ -116,9 +116,7 @@ def _planned_route(state: SupervisorState) -> Route:
     """Follow the request's command list (offline planner or pipeline playbook)."""
     if state.get("mode") == "ask" and is_help(state.get("request", "")):
         return Route(next="finish", answer=f"```text\n{GRAMMAR_HELP}\n```")
-    if any(d["decision"] == "deny" for d in state.get("decisions", [])) or any(
-        r["outcome"] != "ok" for r in state.get("tool_results", [])
-    ):
+    if derive_status(state) != "done":
         return Route(next="finish", answer="Stopped: a step was refused or failed; later steps were not started.")
     commands = state.get("commands", [])
     done = len(state.get("plan", []))

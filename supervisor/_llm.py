@@ -9,7 +9,6 @@ at request time; the test suite sets it.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,13 +17,13 @@ from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 
 from mlops_supervisor._planner import PlannedCommand, parse_command
 from mlops_supervisor.policies import ModelRequestsNotAllowedError, UsageError
-from mlops_supervisor.testing import ScriptedChatModel, load_script
+from mlops_supervisor.testing import ScriptedChatModel, as_chunk, load_script
 
 __all__ = ["ModelProvider", "OfflineChatModel", "model_requests_allowed", "resolve_model"]
 
@@ -83,22 +82,7 @@ class OfflineChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        message = self._answer(messages)
-        yield ChatGenerationChunk(
-            message=AIMessageChunk(
-                content=message.content,
-                tool_call_chunks=[
-                    {
-                        "name": c["name"],
-                        "args": json.dumps(c["args"]),
-                        "id": c["id"],
-                        "index": i,
-                        "type": "tool_call_chunk",
-                    }
-                    for i, c in enumerate(message.tool_calls)
-                ],
-            )
-        )
+        yield ChatGenerationChunk(message=as_chunk(self._answer(messages)))
 
 
 def _guarded_openai(model: str) -> BaseChatModel:

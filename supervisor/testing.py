@@ -28,6 +28,7 @@ from mlops_supervisor.policies import ScriptExhaustedError, UsageError
 __all__ = [
     "ScriptedChatModel",
     "adversarial_allow_list_script",
+    "as_chunk",
     "load_script",
     "message_from_step",
     "temporary_workspace",
@@ -90,17 +91,22 @@ class ScriptedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         message = self._next(messages)
-        chunk = AIMessageChunk(
-            content=message.content,
-            id=message.id,
-            tool_call_chunks=[
-                {"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": i, "type": "tool_call_chunk"}
-                for i, c in enumerate(message.tool_calls)
-            ],
-        )
+        chunk = as_chunk(message)
         if run_manager is not None:
             run_manager.on_llm_new_token(str(message.content), chunk=ChatGenerationChunk(message=chunk))
         yield ChatGenerationChunk(message=chunk)
+
+
+def as_chunk(message: AIMessage) -> AIMessageChunk:
+    """A whole AI message as one stream chunk, tool calls included (for ``_stream``)."""
+    return AIMessageChunk(
+        content=message.content,
+        id=message.id,
+        tool_call_chunks=[
+            {"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": i, "type": "tool_call_chunk"}
+            for i, c in enumerate(message.tool_calls)
+        ],
+    )
 
 
 def message_from_step(step: Any, where: str) -> AIMessage:
