@@ -15,6 +15,7 @@ from mlops_supervisor.policies.audit import AuditLog, AuditVerification, verify_
 from mlops_supervisor.policies.decisions import Decision, DecisionKind, ReasonCode
 from mlops_supervisor.policies.engine import ProposedCall, approval_binding, decide_tool_call
 from mlops_supervisor.policies.errors import (
+    InvalidInputError,
     MlopsSupervisorError,
     ModelRequestsNotAllowedError,
     PolicyFileError,
@@ -36,6 +37,7 @@ __all__ = [
     "Decision",
     "DecisionKind",
     "Finding",
+    "InvalidInputError",
     "MlopsSupervisorError",
     "ModelRequestsNotAllowedError",
     "PatternRedactor",

@@ -8,6 +8,7 @@ layer may import it, and it imports nothing of ours.
     MlopsSupervisorError
     ├── UsageError              bad input or bad configuration: exit 2
     │   ├── PolicyFileError     a policy file that is missing, malformed or invalid
+    │   ├── InvalidInputError   a spec or data set a tool cannot accept (carries a reason code)
     │   ├── UnknownThreadError  a thread id the workspace does not hold
     │   └── WorkspaceError      a workspace that cannot be created or written
     └── RunError                something broke while running: exit 1
@@ -21,6 +22,7 @@ A gate refusal is a decision, not an exception: see ``Decision``.
 from __future__ import annotations
 
 __all__ = [
+    "InvalidInputError",
     "MlopsSupervisorError",
     "ModelRequestsNotAllowedError",
     "PolicyFileError",
@@ -43,6 +45,14 @@ class UsageError(MlopsSupervisorError):
 
 class PolicyFileError(UsageError):
     """A policy file that is missing, not YAML, or does not validate."""
+
+
+class InvalidInputError(UsageError):
+    """A spec or data set a tool cannot accept; ``reason_code`` names the problem for reports."""
+
+    def __init__(self, reason_code: str, message: str) -> None:
+        super().__init__(message)
+        self.reason_code = reason_code
 
 
 class UnknownThreadError(UsageError):

@@ -5,13 +5,25 @@ from __future__ import annotations
 import hashlib
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlops_supervisor.policies.errors import PolicyFileError
+from mlops_supervisor.policies.estimators import ALLOWED_ESTIMATORS
+from mlops_supervisor.policies.pii import DEFAULT_PII_ENTITIES
 
-__all__ = ["ApprovalSettings", "Limits", "Policy", "ToolRules", "default_policy_text", "load_policy"]
+__all__ = [
+    "ApprovalSettings",
+    "Limits",
+    "PiiRules",
+    "Policy",
+    "ToolRules",
+    "TrainingRules",
+    "default_policy_text",
+    "load_policy",
+]
 
 
 class _Strict(BaseModel):
@@ -38,6 +50,33 @@ class ToolRules(_Strict):
     denied: tuple[str, ...] = ()
 
 
+class PiiRules(_Strict):
+    """What counts as PII in a data set, how it is found, and what happens to a column that holds it."""
+
+    action: Literal["drop", "hash"] = "drop"
+    entities: tuple[str, ...] = DEFAULT_PII_ENTITIES
+    min_fraction: float = Field(default=0.3, gt=0, le=1)
+    sample_size: int = Field(default=200, ge=10, le=100_000)
+    min_score: float = Field(default=0.4, ge=0, le=1)
+
+
+class TrainingRules(_Strict):
+    """Which estimators a spec may name and how much searching one run may do."""
+
+    estimators: tuple[str, ...] = tuple(ALLOWED_ESTIMATORS)
+    max_search_candidates: int = Field(default=50, ge=1, le=10_000)
+    max_fits: int = Field(default=600, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _estimators_are_known(self) -> TrainingRules:
+        unknown = [e for e in self.estimators if e not in ALLOWED_ESTIMATORS]
+        if unknown:
+            raise ValueError(
+                f"training.estimators may only narrow the built-in allow-list; not on it: {', '.join(unknown)}"
+            )
+        return self
+
+
 class Policy(_Strict):
     """A validated policy; ``digest`` fingerprints the exact text it came from."""
 
@@ -46,6 +85,8 @@ class Policy(_Strict):
     approval: ApprovalSettings = ApprovalSettings()
     limits: Limits = Limits()
     tools: ToolRules = ToolRules()
+    pii: PiiRules = PiiRules()
+    training: TrainingRules = TrainingRules()
     source: str = Field(default="built-in default", exclude=True)
     digest: str = Field(default="", exclude=True)
 
