@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import uuid
@@ -17,6 +18,7 @@ from langgraph.types import Command
 from mlops_supervisor._graph import Runtime, build_graph
 from mlops_supervisor._llm import ModelProvider, resolve_model
 from mlops_supervisor._logging import close_logging, make_logger
+from mlops_supervisor._pipeline import playbook, preflight
 from mlops_supervisor._planner import parse_request
 from mlops_supervisor._report import build_report
 from mlops_supervisor._results import (
@@ -25,6 +27,7 @@ from mlops_supervisor._results import (
     Report,
     RunResult,
     ThreadSummary,
+    ToolOutput,
     WorkspaceStatus,
 )
 from mlops_supervisor._settings import Settings
@@ -44,12 +47,37 @@ from mlops_supervisor.policies import (
     redact_value,
     verify_audit_log,
 )
-from mlops_supervisor.tools import ToolContext, ToolRegistry, build_tool_registry
+from mlops_supervisor.tools import ProgressFactory, ToolContext, ToolRegistry, build_tool_registry, no_progress
 
-__all__ = ["Supervisor"]
+__all__ = ["Supervisor", "resolve_policy"]
 
 _THREAD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 NODES = ("supervisor", *SPECIALISTS)
+
+
+def resolve_policy(workspace: Workspace, policy: Path | Policy | None, settings: Settings) -> Policy:
+    """The policy in force: the one given, else ``MLOPS_POLICY``, else the workspace's, else the default."""
+    if isinstance(policy, Policy):
+        return policy
+    path = policy or settings.policy
+    if path is None and workspace.policy_path.exists():
+        path = workspace.policy_path
+    return load_policy(Path(path) if path is not None else None)
+
+
+def _tool_output(result: dict[str, Any]) -> ToolOutput:
+    text = result.get("output", result.get("summary", ""))
+    try:
+        output: Any = json.loads(text)
+    except ValueError:
+        output = text
+    return ToolOutput(
+        agent=result["agent"],
+        tool=result["tool"],
+        outcome=result["outcome"],
+        reason_code=result.get("reason_code", ""),
+        output=output,
+    )
 
 
 class Supervisor:
@@ -69,6 +97,7 @@ class Supervisor:
         settings: Settings | None = None,
         tools: ToolRegistry | None = None,
         redactor: Redactor | None = None,
+        progress: ProgressFactory | None = None,
     ) -> None:
         self.settings = settings or Settings()
         root = Path(workspace) if workspace is not None else self.settings.workspace
@@ -78,13 +107,7 @@ class Supervisor:
         self.model_spec = model or self.settings.model
         self._providers: dict[str, ModelProvider] = {}
         self._provider(self.model_spec)
-        if isinstance(policy, Policy):
-            self.policy = policy
-        else:
-            path = policy or self.settings.policy
-            if path is None and self.workspace.policy_path.exists():
-                path = self.workspace.policy_path
-            self.policy = load_policy(Path(path) if path is not None else None)
+        self.policy = resolve_policy(self.workspace, policy, self.settings)
         self.redactor: Redactor = redactor or PatternRedactor()
         self.workspace = Workspace.open(root)
         self.audit = AuditLog(
@@ -93,8 +116,19 @@ class Supervisor:
             fsync=self.settings.audit_fsync,
         )
         self.log = make_logger(self.workspace.logs_dir, redactor=self.redactor, console_level=self.settings.log_level)
+        key = self.settings.pii_hash_key
         self.tools = tools or build_tool_registry(
-            ToolContext(workspace=self.workspace.root, audit=self.audit, policy=self.policy, redactor=self.redactor)
+            ToolContext(
+                workspace=self.workspace.root,
+                audit=self.audit,
+                policy=self.policy,
+                redactor=self.redactor,
+                tracking_uri=self.settings.mlflow_tracking_uri,
+                max_dataset_mb=self.settings.max_dataset_mb,
+                n_jobs=self.settings.n_jobs,
+                pii_hash_key=key.get_secret_value() if key is not None else None,
+                progress=progress or no_progress,
+            )
         )
         self._conn = sqlite3.connect(self.workspace.checkpoints_path, check_same_thread=False)
         self._saver = SqliteSaver(self._conn)
@@ -167,6 +201,7 @@ class Supervisor:
             thread_id=thread_id,
             report=Report(**report),
             decisions=[DecisionRecord.model_validate(d) for d in values.get("decisions", [])],
+            outputs=[_tool_output(r) for r in values.get("tool_results", [])],
             pending_approval=pending,
             requester=values.get("requester", ""),
             request=values.get("request", ""),
@@ -261,6 +296,16 @@ class Supervisor:
         """Run a fixed playbook of commands (``agent``, ``tool``, ``text``) as a pipeline."""
         thread_id, state = self._start(request, thread_id, mode="pipeline", commands=commands)
         return self._invoke("offline", state, thread_id)
+
+    def run_pipeline(self, spec: str | Path, *, stop_after: str = "monitor", thread_id: str | None = None) -> RunResult:
+        """Run the stages of a pipeline spec up to ``stop_after`` (data, train, evaluate, ...).
+
+        The spec is checked first (``InvalidInputError`` before anything runs); each stage is
+        a tool call its specialist makes through the policy node, like any other request.
+        """
+        loaded = preflight(spec, self.policy)
+        commands = playbook(loaded, stop_after)
+        return self.run_commands(f"run {loaded.path} --stop-after {stop_after}", commands, thread_id=thread_id)
 
     def _answer(self, thread_id: str, decision: str, reason: str, approver: str | None) -> RunResult:
         snapshot = self._require_thread(thread_id)

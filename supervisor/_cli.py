@@ -11,6 +11,8 @@ import enum
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -32,6 +34,8 @@ app = typer.Typer(
 )
 audit_app = typer.Typer(help="Inspect and verify the hash-chained audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+spec_app = typer.Typer(help="Pipeline spec files: their JSON Schema and a check.", no_args_is_help=True)
+app.add_typer(spec_app, name="spec")
 
 out = Console()
 err = Console(stderr=True)
@@ -202,17 +206,70 @@ def rollback(
 
 @app.command()
 def run(
-    spec: Annotated[Path, typer.Argument(help="pipeline spec (YAML)")],
+    spec: Annotated[Path, typer.Argument(help="pipeline spec (YAML); `mlops-supervisor spec schema` shows its form")],
     stop_after: Annotated[Stage, typer.Option("--stop-after", help="last stage to run")] = Stage.monitor,
     as_json: JsonFlag = False,
 ) -> None:
-    """Run the pipeline playbook of SPEC, stage by stage, up to --stop-after."""
-    from mlops_supervisor._pipeline import playbook
+    """Run the pipeline of SPEC, stage by stage, up to --stop-after."""
+    from mlops_supervisor._api import Supervisor, resolve_policy
+    from mlops_supervisor._pipeline import preflight
+    from mlops_supervisor._settings import Settings
+    from mlops_supervisor._workspace import Workspace
 
-    commands = playbook(spec, stop_after.value)
-    with _supervisor("offline") as sup:
-        result = sup.run_commands(f"run {spec} --stop-after {stop_after.value}", commands)
+    # Check the spec against the policy before the workspace exists: bad input leaves nothing.
+    settings = Settings()
+    workspace = Workspace.open(OPTIONS.workspace or settings.workspace, create=False)
+    preflight(spec, resolve_policy(workspace, OPTIONS.policy, settings))
+    progress = None if as_json else _rich_progress
+    with Supervisor(
+        OPTIONS.workspace, model="offline", user=OPTIONS.user, policy=OPTIONS.policy, progress=progress
+    ) as sup:
+        result = sup.run_pipeline(spec, stop_after=stop_after.value)
     _emit(result, as_json)
+
+
+@contextmanager
+def _rich_progress(description: str, total: int) -> Iterator[Callable[[str], None]]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("[dim]{task.fields[note]}"),
+        console=err,
+    ) as bar:
+        task = bar.add_task(description, total=total, note="")
+        yield lambda note: bar.update(task, advance=1, note=note)
+
+
+@spec_app.command("schema")
+def spec_schema() -> None:
+    """Print the JSON Schema of a pipeline spec."""
+    from mlops_supervisor.tools import spec_json_schema
+
+    sys.stdout.write(json.dumps(spec_json_schema(), indent=2) + "\n")
+
+
+@spec_app.command("check")
+def spec_check(spec: Annotated[Path, typer.Argument(help="pipeline spec (YAML)")], as_json: JsonFlag = False) -> None:
+    """Validate SPEC against the schema and the policy without running anything."""
+    from mlops_supervisor._api import resolve_policy
+    from mlops_supervisor._pipeline import preflight
+    from mlops_supervisor._settings import Settings
+    from mlops_supervisor._workspace import Workspace
+
+    settings = Settings()
+    workspace = Workspace.open(OPTIONS.workspace or settings.workspace, create=False)
+    loaded = preflight(spec, resolve_policy(workspace, OPTIONS.policy, settings))
+    if as_json:
+        sys.stdout.write(
+            json.dumps({"status": "done", "spec": str(loaded.path), "sha256": loaded.digest, "name": loaded.spec.name})
+            + "\n"
+        )
+    else:
+        out.print(f"{loaded.path}: valid pipeline spec {loaded.spec.name!r} (sha256 {loaded.digest[:12]})")
 
 
 @app.command()
@@ -312,6 +369,8 @@ def _workspace_path() -> Path:
 def main() -> None:
     """Entry point: map our errors to exit codes with one readable line."""
     os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+    # MLflow's INFO lines (schema migrations, run links) would drown the report on stderr.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     try:
         app()  # standalone: click prints its own usage errors and exits 2
     except UsageError as exc:

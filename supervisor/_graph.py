@@ -27,6 +27,7 @@ from mlops_supervisor.policies import (
     ApprovalResponse,
     AuditLog,
     Decision,
+    InvalidInputError,
     Policy,
     ProposedCall,
     ReasonCode,
@@ -354,11 +355,14 @@ def _tools_node(runtime: Runtime) -> Callable[[SupervisorState], Command[Any]]:
             governed = runtime.tools.get(call["name"])
             args = runtime.redact(call["args"])
             runtime.audit.append("tool_call", thread_id=state["thread_id"], agent=agent, action=call["name"], args=args)
+            reason_code = ""
             try:
                 output = str(governed.tool.invoke(args))
                 outcome = "ok"
             except ToolNotAvailableError as exc:
                 output, outcome = str(exc), "unavailable"
+            except InvalidInputError as exc:
+                output, outcome, reason_code = str(exc), "invalid_input", exc.reason_code
             except Exception as exc:  # noqa: BLE001 - a tool error is reported to the agent, not raised
                 output, outcome = f"{type(exc).__name__}: {exc}", "error"
             text = runtime.redactor.redact_text(output)
@@ -368,6 +372,7 @@ def _tools_node(runtime: Runtime) -> Callable[[SupervisorState], Command[Any]]:
                 agent=agent,
                 action=call["name"],
                 outcome=outcome,
+                **({"reason_code": reason_code} if reason_code else {}),
                 output_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
                 output_chars=len(text),
             )
@@ -386,8 +391,10 @@ def _tools_node(runtime: Runtime) -> Callable[[SupervisorState], Command[Any]]:
                     "tool": call["name"],
                     "args": args,
                     "outcome": outcome,
+                    "reason_code": reason_code,
                     "mutates": governed.mutates,
                     "summary": text if len(text) <= 300 else text[:297] + "...",
+                    "output": text,
                     "rollback": f"mlops-supervisor rollback {args['model']}"
                     if governed.mutates and "model" in args
                     else "",

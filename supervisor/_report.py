@@ -11,12 +11,15 @@ REPORT_SECTIONS = ("plan", "design", "changes", "verification", "rollback", "sum
 
 
 def derive_status(state: Mapping[str, Any]) -> str:
-    """done, refused or failed, from what the request recorded."""
+    """done, refused, invalid_input or failed, from what the request recorded."""
     if state.get("failure"):
         return "failed"
     if any(d["decision"] == "deny" for d in state.get("decisions", [])):
         return "refused"
-    if any(r["outcome"] != "ok" for r in state.get("tool_results", [])):
+    outcomes = {r["outcome"] for r in state.get("tool_results", [])}
+    if "invalid_input" in outcomes and outcomes <= {"ok", "invalid_input"}:
+        return "invalid_input"
+    if outcomes - {"ok"}:
         return "failed"
     return "done"
 
@@ -56,6 +59,13 @@ def build_report(state: Mapping[str, Any], *, status: str, design: str, audit_pa
         denied = [d for d in state.get("decisions", []) if d["decision"] == "deny"]
         summary_lines.append(
             "Refused by policy: " + "; ".join(f"`{d['action']}` ({d['reason_code']})" for d in denied) + "."
+        )
+    elif status == "invalid_input":
+        bad = [r for r in results if r["outcome"] == "invalid_input"]
+        summary_lines.append(
+            "Stopped on bad input: "
+            + "; ".join(f"`{r['tool']}` ({r.get('reason_code') or 'invalid_input'}): {r['summary']}" for r in bad)
+            + " Nothing after this step ran."
         )
     elif status == "failed":
         failed = [r for r in results if r["outcome"] != "ok"]

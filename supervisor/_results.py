@@ -7,12 +7,21 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-__all__ = ["EXIT_CODES", "DecisionRecord", "PendingApproval", "Report", "RunResult", "ThreadSummary", "WorkspaceStatus"]
+__all__ = [
+    "EXIT_CODES",
+    "DecisionRecord",
+    "PendingApproval",
+    "Report",
+    "RunResult",
+    "ThreadSummary",
+    "ToolOutput",
+    "WorkspaceStatus",
+]
 
-Status = Literal["done", "refused", "awaiting_approval", "failed"]
+Status = Literal["done", "refused", "awaiting_approval", "failed", "invalid_input"]
 
-EXIT_CODES: dict[str, int] = {"done": 0, "failed": 1, "refused": 3, "awaiting_approval": 4}
-"""Exit code of each status; 2 is kept for bad input and usage."""
+EXIT_CODES: dict[str, int] = {"done": 0, "failed": 1, "invalid_input": 2, "refused": 3, "awaiting_approval": 4}
+"""Exit code of each status; 2 is also what usage errors raised before a run exit with."""
 
 
 _CODE = re.compile(r"(```[\s\S]*?```|`[^`\n]*`)")
@@ -67,13 +76,24 @@ class PendingApproval(BaseModel):
     reject_command: str
 
 
+class ToolOutput(BaseModel):
+    """What one tool call returned (redacted), parsed from JSON where the tool speaks JSON."""
+
+    agent: str
+    tool: str
+    outcome: Literal["ok", "error", "unavailable", "invalid_input"]
+    reason_code: str = ""
+    output: Any = None
+
+
 class RunResult(BaseModel):
-    """The outcome of one request: status, report, decisions and any pending approval."""
+    """The outcome of one request: status, report, decisions, tool outputs and any pending approval."""
 
     status: Status
     thread_id: str
     report: Report
     decisions: list[DecisionRecord] = Field(default_factory=list)
+    outputs: list[ToolOutput] = Field(default_factory=list)
     pending_approval: PendingApproval | None = None
     requester: str = ""
     request: str = ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import getpass
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "default_user"]
@@ -33,6 +33,18 @@ class Settings(BaseSettings):
     allow_model_requests: bool = Field(default=True, description="False refuses every request to a real LLM")
     audit_fsync: bool = Field(default=False, description="fsync the audit log after every line")
     log_level: str = Field(default="WARNING", description="console log level; the JSON log file takes INFO and up")
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MLOPS_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
+        description="MLflow tracking and registry store; default sqlite:///<workspace>/mlflow.db",
+    )
+    max_dataset_mb: float = Field(
+        default=1024.0, gt=0, description="largest data set a tool loads (file size and size in memory), in MB"
+    )
+    n_jobs: int | None = Field(default=None, description="parallel jobs for cross-validation (scikit-learn n_jobs)")
+    pii_hash_key: SecretStr | None = Field(
+        default=None, description="HMAC key for hashed PII columns; default a key kept in the workspace"
+    )
     log_payloads: bool = Field(
         default=False, description="include (redacted) tool payloads in debug logs; off by default"
     )

@@ -14,6 +14,7 @@ from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
 from mlops_supervisor.policies import ToolNotAvailableError, verify_audit_log
+from mlops_supervisor.tools._lifecycle_tools import data_tools, experimentation_tools
 from mlops_supervisor.tools._registry import GovernedTool, ToolContext, ToolRegistry
 
 __all__ = ["build_tool_registry"]
@@ -21,23 +22,6 @@ __all__ = ["build_tool_registry"]
 
 class _NoArgs(BaseModel):
     pass
-
-
-class _DatasetArgs(BaseModel):
-    source: str = Field(description="a CSV or Parquet path, or sklearn:NAME")
-
-
-class _SplitArgs(BaseModel):
-    source: str = Field(description="a CSV or Parquet path, or sklearn:NAME")
-    seed: int = Field(default=42, description="random seed for the split")
-
-
-class _SpecArgs(BaseModel):
-    spec: str = Field(description="path of the pipeline spec (YAML)")
-
-
-class _ExperimentArgs(BaseModel):
-    experiment: str = Field(description="MLflow experiment name")
 
 
 class _ModelArgs(BaseModel):
@@ -147,7 +131,6 @@ def _show_policy(ctx: ToolContext) -> GovernedTool:
     return GovernedTool(tool=tool, mutates=False)
 
 
-_DATA = "it arrives with the data and experimentation tools"
 _EVAL = "it arrives with the evaluation and registry tools"
 _DEPLOY = "it arrives with the deployment and monitoring tools"
 _GUARD = "it arrives with the Presidio redaction and injection guard"
@@ -157,57 +140,8 @@ def build_tool_registry(ctx: ToolContext) -> ToolRegistry:
     """Every tool of every specialist, bound to ``ctx``."""
     return ToolRegistry(
         [
-            # data
-            _declared(
-                "load_dataset",
-                "Load a data set (CSV, Parquet or sklearn:NAME) within the size limit.",
-                _DatasetArgs,
-                mutates=False,
-                arrives=_DATA,
-            ),
-            _declared(
-                "validate_dataset",
-                "Validate schema, missing values, duplicates, target classes and leakage.",
-                _DatasetArgs,
-                mutates=False,
-                arrives=_DATA,
-            ),
-            _declared(
-                "scan_pii",
-                "Scan every column for PII and drop or hash the columns that hold it.",
-                _DatasetArgs,
-                mutates=True,
-                arrives=_DATA,
-            ),
-            _declared(
-                "version_dataset",
-                "Store the data set content-addressed and return its digest.",
-                _DatasetArgs,
-                mutates=True,
-                arrives=_DATA,
-            ),
-            _declared(
-                "split_dataset",
-                "Seeded, stratified train/validation/test split and reference profile.",
-                _SplitArgs,
-                mutates=True,
-                arrives=_DATA,
-            ),
-            # experimentation
-            _declared(
-                "train_model",
-                "Train the spec's allow-listed candidates and log every run to MLflow.",
-                _SpecArgs,
-                mutates=True,
-                arrives=_DATA,
-            ),
-            _declared(
-                "list_runs",
-                "List the runs of an MLflow experiment with their metrics.",
-                _ExperimentArgs,
-                mutates=False,
-                arrives=_DATA,
-            ),
+            *data_tools(ctx),
+            *experimentation_tools(ctx),
             # evaluation
             _declared(
                 "evaluate_model",

@@ -1,0 +1,305 @@
+"""The pipeline spec: one YAML file that names the data, the candidates, the gates and the deployment.
+
+Every stage reads the same file. It is validated with pydantic (unknown keys are errors,
+so a typo never silently falls back to a default), and ``spec_json_schema()`` gives the
+JSON Schema that editors and ``mlops-supervisor spec schema`` show.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mlops_supervisor.policies import InvalidInputError
+from mlops_supervisor.policies.estimators import ALLOWED_ESTIMATORS, Task
+
+__all__ = [
+    "CLASSIFICATION_METRICS",
+    "REGRESSION_METRICS",
+    "Candidate",
+    "PipelineSpec",
+    "load_spec",
+    "search_size",
+    "spec_json_schema",
+]
+
+Scalar = str | int | float | bool | None
+
+CLASSIFICATION_METRICS = ("roc_auc", "accuracy", "balanced_accuracy", "f1", "precision", "recall", "log_loss")
+REGRESSION_METRICS = ("rmse", "mae", "r2")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_FORMATS = (".csv", ".parquet", ".pq")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitSpec(_Strict):
+    """Shares of the rows held out for validation and test; the rest trains."""
+
+    validation: float = Field(default=0.15, gt=0, lt=0.5, description="share of rows for validation")
+    test: float = Field(default=0.15, gt=0, lt=0.5, description="share of rows for the held-out test")
+
+    @model_validator(mode="after")
+    def _leaves_training_rows(self) -> SplitSpec:
+        if self.validation + self.test > 0.6:
+            raise ValueError(f"validation + test is {self.validation + self.test:.2f}; at most 0.6 may be held out")
+        return self
+
+
+class ChecksSpec(_Strict):
+    """Bounds the data validation enforces (hard failures) or reports (warnings)."""
+
+    min_rows: int = Field(default=100, ge=10, description="fewer rows is a hard failure")
+    max_rows: int | None = Field(default=None, ge=10, description="more rows is a hard failure")
+    min_class_fraction: float = Field(
+        default=0.01, gt=0, lt=0.5, description="a target class rarer than this is a hard failure"
+    )
+    max_missing_fraction: float = Field(
+        default=0.5, gt=0, le=1, description="a column missing more than this is reported"
+    )
+
+
+class DataSpec(_Strict):
+    """Where the data comes from and what it predicts."""
+
+    source: str = Field(description="a CSV or Parquet path (relative to the spec file) or sklearn:NAME")
+    target: str = Field(min_length=1, description="the column to predict")
+    positive_class: Scalar = Field(default=None, description="binary classification: the class scored as positive")
+    sensitive_features: tuple[str, ...] = Field(default=(), description="columns the fairness checks group by")
+    drop_columns: tuple[str, ...] = Field(default=(), description="columns removed before anything else")
+    split: SplitSpec = SplitSpec()
+    checks: ChecksSpec = ChecksSpec()
+
+    @field_validator("source")
+    @classmethod
+    def _known_format(cls, source: str) -> str:
+        if source.startswith("sklearn:"):
+            if not source.removeprefix("sklearn:"):
+                raise ValueError("sklearn: needs a data set name, e.g. sklearn:breast_cancer")
+            return source
+        if Path(source).suffix.lower() not in _FORMATS:
+            raise ValueError(
+                f"unknown data format {Path(source).suffix or '(none)'!r} of {source!r}; allowed: "
+                ".csv, .parquet, .pq or sklearn:NAME"
+            )
+        return source
+
+
+class Candidate(_Strict):
+    """One allow-listed estimator with fixed parameters and a search space."""
+
+    name: str = Field(description="a short name for the candidate's runs")
+    estimator: str = Field(description="import path from the allow-list, e.g. sklearn.linear_model.LogisticRegression")
+    params: dict[str, Scalar] = Field(default_factory=dict, description="fixed parameters")
+    search_space: dict[str, list[Scalar]] = Field(
+        default_factory=dict, description="parameter -> values to try (grid) or sample from (random)"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, name: str) -> str:
+        if not _NAME.match(name):
+            raise ValueError(f"candidate name {name!r} must be 1-64 letters, digits, '_', '.' or '-'")
+        return name
+
+    @field_validator("estimator")
+    @classmethod
+    def _allow_listed(cls, estimator: str) -> str:
+        if estimator not in ALLOWED_ESTIMATORS:
+            raise ValueError(
+                f"estimator {estimator!r} is not on the allow-list; allowed: {', '.join(sorted(ALLOWED_ESTIMATORS))}"
+            )
+        return estimator
+
+    @field_validator("search_space")
+    @classmethod
+    def _non_empty_lists(cls, space: dict[str, list[Scalar]]) -> dict[str, list[Scalar]]:
+        for key, values in space.items():
+            if not values:
+                raise ValueError(f"search_space.{key} is empty; give at least one value")
+        return space
+
+
+class SearchSpec(_Strict):
+    """How each candidate's search space is explored."""
+
+    strategy: Literal["grid", "random"] = "grid"
+    n_iter: int = Field(default=10, ge=1, description="random search: combinations sampled per candidate")
+    cv_folds: int = Field(default=3, ge=2, le=10, description="cross-validation folds")
+
+
+class TrainingSpec(_Strict):
+    """The candidates and how the best one is chosen."""
+
+    task: Task = "classification"
+    metric: str = Field(default="roc_auc", description="the metric that picks the best candidate (validation split)")
+    search: SearchSpec = SearchSpec()
+    use_sensitive_features: bool = Field(
+        default=False, description="train on the sensitive features too (they are always kept for fairness checks)"
+    )
+    candidates: tuple[Candidate, ...] = Field(min_length=1, max_length=20)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainingSpec:
+        metrics = CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
+        if self.metric not in metrics:
+            raise ValueError(f"metric {self.metric!r} does not fit task {self.task}; allowed: {', '.join(metrics)}")
+        names = [c.name for c in self.candidates]
+        if len(set(names)) != len(names):
+            raise ValueError(f"candidate names must be unique; got {', '.join(names)}")
+        for candidate in self.candidates:
+            if ALLOWED_ESTIMATORS[candidate.estimator] != self.task:
+                raise ValueError(
+                    f"candidate {candidate.name!r}: {candidate.estimator} is a "
+                    f"{ALLOWED_ESTIMATORS[candidate.estimator]} estimator, the task is {self.task}"
+                )
+        return self
+
+
+class ChampionComparison(_Strict):
+    """How much a challenger must beat the current champion by."""
+
+    min_absolute_improvement: float = Field(default=0.0, ge=0)
+    min_relative_improvement: float = Field(default=0.0, ge=0)
+
+
+class EvaluationSpec(_Strict):
+    """The evaluation gate: metric floors, fairness limits and the champion comparison."""
+
+    thresholds: dict[str, float] = Field(default_factory=dict, description="metric -> the value it must reach")
+    fairness: dict[str, float] = Field(
+        default_factory=dict, description="fairness metric -> the largest difference allowed between groups"
+    )
+    champion: ChampionComparison = ChampionComparison()
+    max_age_hours: float = Field(default=24, gt=0, description="an evaluation older than this no longer counts")
+
+
+class ModelSpec(_Strict):
+    """The registered model the pipeline produces."""
+
+    name: str = Field(description="registered model name in MLflow")
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, name: str) -> str:
+        if not _NAME.match(name):
+            raise ValueError(f"model name {name!r} must be 1-64 letters, digits, '_', '.' or '-'")
+        return name
+
+
+class CanaryAnalysisSpec(_Strict):
+    """When a canary counts as healthy enough to take more traffic."""
+
+    window_seconds: float = Field(default=30, gt=0)
+    min_requests: int = Field(default=100, ge=1)
+    max_error_rate_increase: float = Field(default=0.01, ge=0)
+    max_p95_latency_ratio: float = Field(default=1.5, ge=1)
+
+
+class DeploymentSpec(_Strict):
+    """How a version reaches traffic."""
+
+    canary_steps: tuple[int, ...] = Field(default=(10, 50, 100), min_length=1)
+    analysis: CanaryAnalysisSpec = CanaryAnalysisSpec()
+
+    @field_validator("canary_steps")
+    @classmethod
+    def _rising_percentages(cls, steps: tuple[int, ...]) -> tuple[int, ...]:
+        if any(not 0 < s <= 100 for s in steps) or list(steps) != sorted(set(steps)) or steps[-1] != 100:
+            raise ValueError(f"canary_steps must rise strictly within 1..100 and end at 100; got {list(steps)}")
+        return steps
+
+
+class PipelineSpec(_Strict):
+    """A whole pipeline: data, training, evaluation gate, registered model and deployment plan."""
+
+    version: Literal[1] = 1
+    name: str = Field(description="pipeline name; also the MLflow experiment unless 'experiment' is set")
+    experiment: str | None = Field(default=None, description="MLflow experiment name")
+    seed: int = Field(default=42, ge=0, le=2**32 - 1, description="seed of the split, the search and the estimators")
+    data: DataSpec
+    training: TrainingSpec
+    evaluation: EvaluationSpec = EvaluationSpec()
+    model: ModelSpec
+    deployment: DeploymentSpec = DeploymentSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, name: str) -> str:
+        if not _NAME.match(name):
+            raise ValueError(f"pipeline name {name!r} must be 1-64 letters, digits, '_', '.' or '-'")
+        return name
+
+    @property
+    def experiment_name(self) -> str:
+        """The MLflow experiment the runs go to."""
+        return self.experiment or self.name
+
+
+def search_size(candidate: Candidate, search: SearchSpec) -> int:
+    """How many parameter combinations the search tries for ``candidate``."""
+    grid = math.prod(len(v) for v in candidate.search_space.values()) if candidate.search_space else 1
+    return grid if search.strategy == "grid" else min(grid, search.n_iter)
+
+
+class LoadedSpec(BaseModel):
+    """A validated spec plus where it came from: its path, its text's digest and its raw text."""
+
+    model_config = ConfigDict(frozen=True)
+
+    spec: PipelineSpec
+    path: Path
+    digest: str
+    text: str
+
+    def resolve_source(self) -> str:
+        """The data source, with a relative path taken from the spec file's directory."""
+        source = self.spec.data.source
+        if source.startswith("sklearn:") or Path(source).is_absolute():
+            return source
+        return str((self.path.parent / source).resolve())
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg'].removeprefix('Value error, ')}"
+        for err in exc.errors()
+    )
+
+
+def load_spec(path: str | Path) -> LoadedSpec:
+    """Read and validate a pipeline spec; ``InvalidInputError`` names every problem."""
+    path = Path(path).expanduser().absolute()
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        raise InvalidInputError("spec_not_found", f"pipeline spec {path} does not exist") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise InvalidInputError("spec_unreadable", f"pipeline spec {path} cannot be read: {exc}") from None
+    try:
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidInputError("spec_invalid", f"pipeline spec {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidInputError("spec_invalid", f"pipeline spec {path} must be a YAML mapping")
+    try:
+        spec = PipelineSpec.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInputError("spec_invalid", f"pipeline spec {path} is invalid: {_problems(exc)}") from None
+    return LoadedSpec(spec=spec, path=path, digest=hashlib.sha256(text.encode("utf-8")).hexdigest(), text=text)
+
+
+def spec_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a pipeline spec file."""
+    schema = PipelineSpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "mlops-supervisor pipeline spec"
+    return schema
