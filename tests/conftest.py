@@ -11,6 +11,9 @@ os.environ.pop("OPENAI_API_KEY", None)
 os.environ.pop("MLOPS_WORKSPACE", None)
 os.environ.pop("MLOPS_POLICY", None)
 os.environ.pop("MLOPS_MODEL", None)
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.pop("MLOPS_MLFLOW_TRACKING_URI", None)
+os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"
 
 import subprocess
 import sys
@@ -23,6 +26,8 @@ import yaml
 CLI = str(Path(sys.executable).parent / "mlops-supervisor")
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+EXAMPLE_SPEC = REPO / "examples" / "adult-income.yaml"
+ADULT = REPO / "examples" / "data" / "adult.parquet"
 
 
 @pytest.fixture

@@ -1,0 +1,102 @@
+"""The pipeline spec: the shipped example validates, and each kind of mistake is named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mlops_supervisor.policies import InvalidInputError, load_policy
+from mlops_supervisor.tools import load_spec, spec_json_schema
+from mlops_supervisor.tools._training import plan_search
+from tests.conftest import EXAMPLE_SPEC
+
+
+def _write(tmp_path: Path, **changes: Any) -> Path:
+    spec = yaml.safe_load(EXAMPLE_SPEC.read_text("utf-8"))
+    for dotted, value in changes.items():
+        node = spec
+        *parents, leaf = dotted.split("__")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec), "utf-8")
+    return path
+
+
+def test_example_spec_is_valid_and_resolves_its_data_next_to_itself() -> None:
+    """examples/adult-income.yaml loads, and its relative source points at the shipped Parquet file."""
+    loaded = load_spec(EXAMPLE_SPEC)
+    assert loaded.spec.data.sensitive_features == ("sex", "race")
+    assert Path(loaded.resolve_source()) == EXAMPLE_SPEC.parent / "data" / "adult.parquet"
+    assert len(loaded.digest) == 64
+
+
+def test_json_schema_describes_every_section() -> None:
+    """The JSON Schema names the sections a spec holds and marks the required ones."""
+    schema = spec_json_schema()
+    assert set(schema["properties"]) >= {"name", "seed", "data", "training", "evaluation", "model", "deployment"}
+    assert set(schema["required"]) == {"name", "data", "training", "model"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"data__source": "adult.xlsx"}, "unknown data format '.xlsx'"),
+        ({"training__candidates": [{"name": "x", "estimator": "os.system"}]}, "'os.system' is not on the allow-list"),
+        ({"training__metric": "rmse"}, "metric 'rmse' does not fit task classification"),
+        ({"deployment__canary_steps": [50, 10]}, "canary_steps must rise"),
+        ({"surprise": 1}, "surprise: Extra inputs are not permitted"),
+    ],
+)
+def test_bad_spec_is_named(tmp_path: Path, changes: dict[str, Any], needle: str) -> None:
+    """Each mistake gives one message naming the field and what is allowed."""
+    with pytest.raises(InvalidInputError, match="is invalid") as caught:
+        load_spec(_write(tmp_path, **changes))
+    assert needle in str(caught.value)
+    assert caught.value.reason_code == "spec_invalid"
+
+
+def test_search_bounds_come_from_the_policy(tmp_path: Path) -> None:
+    """A search space over the policy's bound, or an estimator the policy leaves out, is refused before any run."""
+    grid = {"C": [0.01 * i for i in range(1, 8)], "tol": [1e-4, 1e-3, 1e-2, 1e-1], "max_iter": [100, 200]}
+    big = _write(
+        tmp_path,
+        training__candidates=[
+            {"name": "lr", "estimator": "sklearn.linear_model.LogisticRegression", "search_space": grid}
+        ],
+    )
+    with pytest.raises(InvalidInputError, match="56 parameter combinations, over") as caught:
+        plan_search(load_spec(big).spec, load_policy(None).training)
+    assert caught.value.reason_code == "search_space_too_large"
+
+    narrow = tmp_path / "policy.yaml"
+    narrow.write_text("training: {estimators: [sklearn.ensemble.HistGradientBoostingClassifier]}\n", "utf-8")
+    with pytest.raises(InvalidInputError, match="LogisticRegression is not allowed by the policy") as caught:
+        plan_search(load_spec(EXAMPLE_SPEC).spec, load_policy(narrow).training)
+    assert caught.value.reason_code == "estimator_not_allowed"
+
+
+def test_unknown_and_invalid_parameters_are_refused_before_training(tmp_path: Path) -> None:
+    """A parameter the estimator lacks, or a value it rejects, is named before anything fits."""
+    lr = "sklearn.linear_model.LogisticRegression"
+    unknown = _write(tmp_path, training__candidates=[{"name": "lr", "estimator": lr, "params": {"depth": 3}}])
+    with pytest.raises(InvalidInputError, match="has no parameter depth"):
+        plan_search(load_spec(unknown).spec, load_policy(None).training)
+    invalid = _write(tmp_path, training__candidates=[{"name": "lr", "estimator": lr, "search_space": {"C": [1, -1]}}])
+    with pytest.raises(InvalidInputError, match="'C' parameter of LogisticRegression must be") as caught:
+        plan_search(load_spec(invalid).spec, load_policy(None).training)
+    assert caught.value.reason_code == "invalid_parameter"
+
+
+def test_policy_cannot_widen_the_estimator_allow_list(tmp_path: Path) -> None:
+    """training.estimators in a policy file may only name built-in allow-listed paths."""
+    from mlops_supervisor.policies import PolicyFileError
+
+    path = tmp_path / "policy.yaml"
+    path.write_text("training: {estimators: [xgboost.XGBClassifier]}\n", "utf-8")
+    with pytest.raises(PolicyFileError, match=r"not on it: xgboost\.XGBClassifier"):
+        load_policy(path)
