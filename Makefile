@@ -19,6 +19,7 @@ typecheck: setup
 
 bench: setup
 	.venv/bin/python benchmarks/bench_tool_call_overhead.py --write
+	.venv/bin/python benchmarks/bench_train_stage.py --write
 
 # Re-resolve the lock after changing dependencies in pyproject.toml.
 lock:

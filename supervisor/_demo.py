@@ -1,8 +1,9 @@
 """``mlops-supervisor demo``: the governed flow on the embedded default, offline.
 
-Until the data, training, evaluation and deployment tools land, the demo shows the
-governance that exists: routing, allow-lists against a hostile model, an approval held
-until a different, listed person answers, and the audit chain that records it all.
+It runs the stages that exist on real parts: the data and training stages of
+``examples/adult-income.yaml`` on the workspace's MLflow store, then the governance around
+the stages still to come: allow-lists against a hostile model, an approval held until a
+different, listed person answers, and the audit chain that records it all.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from mlops_supervisor.testing import adversarial_allow_list_script
 __all__ = ["DEMO_APPROVER", "run_demo"]
 
 DEMO_APPROVER = "demo-approver"
+EXAMPLE_SPEC = Path(__file__).resolve().parents[1] / "examples" / "adult-income.yaml"
 
 
 def run_demo(workspace: Path, *, requester: str | None = None, console: Console | None = None) -> RunResult:
@@ -61,7 +63,22 @@ def run_demo(workspace: Path, *, requester: str | None = None, console: Console 
             f"status {verified.status}",
         )
 
-        say("[bold]3. A promotion is held for a human approval[/]")
+        say("[bold]3. Data and training: examples/adult-income.yaml on the workspace's MLflow store[/]")
+        if EXAMPLE_SPEC.exists():
+            trained = sup.run_pipeline(EXAMPLE_SPEC, stop_after="train")
+            best = next((o.output for o in trained.outputs if o.tool == "train_model" and o.outcome == "ok"), None)
+            check(
+                "data validated, PII-scanned, versioned and split; candidates trained and logged",
+                trained.status == "done" and best is not None,
+                f"best {best['best']['candidate']} (validation roc_auc {best['best']['roc_auc']:.4f}), "
+                f"data sha256 {best['data_digest'][:12]}; mlflow ui --backend-store-uri sqlite:///{root}/mlflow.db"
+                if best
+                else trained.report.summary,
+            )
+        else:
+            say(f"[yellow]skipped[/]: {EXAMPLE_SPEC} is not here (the demo runs it from a source checkout)")
+
+        say("[bold]3b. A promotion is held for a human approval[/]")
         held = sup.ask("promote demo-model version 1 to production")
         check("promotion paused", held.status == "awaiting_approval", f"thread {held.thread_id}")
 
@@ -104,13 +121,15 @@ def run_demo(workspace: Path, *, requester: str | None = None, console: Console 
     passed = all(ok for _, ok, _ in checks)
     lines = [f"- {'pass' if ok else 'FAIL'}: {label} ({detail})" for label, ok, detail in checks]
     report = Report(
-        plan="1. help  2. verify audit, show policy  3. promote (held)  4. self-approval  "
+        plan="1. help  2. verify audit, show policy  3. data and training on Adult  3b. promote (held)  "
+        "4. self-approval  "
         "5. approval by the demo approver  6. hostile model  7. audit verify",
         design=f"Offline planner; policy {policy_path} names `{DEMO_APPROVER}` as the only approver. "
         f"`{DEMO_APPROVER}` is a demo identity so the flow can run unattended; in real use the "
         "approver is a person listed in your policy file.",
-        changes="No model, data or deployment was changed: those tools arrive in later versions and "
-        "say so when called.",
+        changes="The Adult data set was versioned and split in the demo workspace and its candidates were "
+        "logged to its MLflow store; no model was registered or deployed: those tools arrive in later "
+        "versions and say so when called.",
         verification="\n".join(lines),
         rollback="Nothing to roll back. Remove the demo with `rm -r " + str(root) + "`.",
         summary=("All governance checks held." if passed else "Some governance checks FAILED.")

@@ -197,3 +197,14 @@ def test_resume_reports_a_paused_thread(cli: CliRun, policy_file: Path) -> None:
     done = cli("resume", thread, "--json", policy=policy_file)
     assert done.returncode == 4
     assert json.loads(done.stdout)["pending_approval"]["requester"] == "alice"
+
+
+def test_demo_runs_the_data_and_training_stages_and_the_governance_checks(cli: CliRun, workspace: Path) -> None:
+    """`demo --json` exits 0; its report names the trained candidate and every governance check passed."""
+    done = cli("demo", "--json")
+    payload = json.loads(done.stdout)
+    assert done.returncode == 0, payload["report"]["verification"]
+    verification = payload["report"]["verification"]
+    assert "FAIL" not in verification
+    assert "candidates trained and logged (best gradient-boosting" in verification
+    assert (workspace / "demo" / "mlflow.db").exists()
