@@ -416,3 +416,15 @@ def test_spec_schema_and_check_commands(cli: CliRun) -> None:
     assert schema["title"] == "mlops-supervisor pipeline spec"
     done = cli("spec", "check", str(EXAMPLE_SPEC), "--json")
     assert done.returncode == 0 and json.loads(done.stdout)["name"] == "adult-income"
+
+
+def test_progress_bar_in_the_terminal_and_quiet_under_json(cli: CliRun, tmp_path: Path) -> None:
+    """A plain run draws the training progress on stderr; --json prints only its JSON object."""
+    spec = small_spec(tmp_path, _adult_slice())
+    shown = cli("run", str(spec), "--stop-after", "train", ws=tmp_path / "a")
+    assert shown.returncode == 0, shown.stderr
+    assert "training 1 candidates of small" in shown.stderr
+    quiet = cli("run", str(spec), "--stop-after", "train", "--json", ws=tmp_path / "b")
+    assert quiet.returncode == 0
+    assert "training 1 candidates" not in quiet.stderr + quiet.stdout
+    assert json.loads(quiet.stdout)["status"] == "done"
