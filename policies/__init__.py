@@ -15,6 +15,7 @@ from mlops_supervisor.policies.audit import AuditLog, AuditVerification, verify_
 from mlops_supervisor.policies.decisions import Decision, DecisionKind, ReasonCode
 from mlops_supervisor.policies.engine import ProposedCall, approval_binding, decide_tool_call
 from mlops_supervisor.policies.errors import (
+    GateRefusedError,
     InvalidInputError,
     MlopsSupervisorError,
     ModelRequestsNotAllowedError,
@@ -37,6 +38,7 @@ __all__ = [
     "Decision",
     "DecisionKind",
     "Finding",
+    "GateRefusedError",
     "InvalidInputError",
     "MlopsSupervisorError",
     "ModelRequestsNotAllowedError",

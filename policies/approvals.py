@@ -27,6 +27,10 @@ class ApprovalRequest(BaseModel):
     binding: str
     created_at: datetime
     expires_at: datetime
+    approval_action: str = ""
+    """Set when the approval is evidence-bound (``champion``): what it lets happen to a model version."""
+    evidence_digest: str = ""
+    """The digest of the evidence the approver saw; a different digest at approval or run time voids it."""
 
 
 class ApprovalResponse(BaseModel):
@@ -51,6 +55,8 @@ def new_approval_request(
     binding: str,
     policy: Policy,
     now: datetime | None = None,
+    approval_action: str = "",
+    evidence_digest: str = "",
 ) -> ApprovalRequest:
     """A request that expires after the policy's ``approval.ttl_minutes``."""
     created = now or datetime.now(UTC)
@@ -64,6 +70,8 @@ def new_approval_request(
         binding=binding,
         created_at=created,
         expires_at=created + timedelta(minutes=policy.approval.ttl_minutes),
+        approval_action=approval_action,
+        evidence_digest=evidence_digest,
     )
 
 

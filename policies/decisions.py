@@ -27,6 +27,16 @@ class ReasonCode(enum.StrEnum):
     APPROVAL_EXPIRED = "approval_expired"
     APPROVAL_REJECTED = "approval_rejected"
     STEP_BUDGET_EXHAUSTED = "step_budget_exhausted"
+    TRAINING_RUN_INCOMPLETE = "training_run_incomplete"
+    EVALUATION_MISSING = "evaluation_missing"
+    EVALUATION_FAILED = "evaluation_failed"
+    EVALUATION_STALE = "evaluation_stale"
+    EVIDENCE_INCONSISTENT = "evidence_inconsistent"
+    CANARY_NOT_PASSED = "canary_not_passed"
+    APPROVAL_MISSING = "approval_missing"
+    APPROVAL_EVIDENCE_CHANGED = "approval_evidence_changed"
+    ALIAS_NOT_GOVERNED = "alias_not_governed"
+    CONCURRENT_CHANGE = "concurrent_change"
 
 
 class Decision(BaseModel):

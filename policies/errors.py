@@ -11,17 +11,21 @@ layer may import it, and it imports nothing of ours.
     │   ├── InvalidInputError   a spec or data set a tool cannot accept (carries a reason code)
     │   ├── UnknownThreadError  a thread id the workspace does not hold
     │   └── WorkspaceError      a workspace that cannot be created or written
+    ├── GateRefusedError        a tool re-ran its gate and the gate said no: exit 3 (carries the Decision)
     └── RunError                something broke while running: exit 1
         ├── ModelRequestsNotAllowedError   a real LLM request while the switch is off
         ├── ScriptExhaustedError           a scripted model asked for more than its script holds
         └── ToolNotAvailableError          a declared tool whose implementation has not landed
 
-A gate refusal is a decision, not an exception: see ``Decision``.
+A gate refusal is a decision, not an exception: see ``Decision``. The one exception is
+``GateRefusedError``: a tool body that re-runs its gate (so a notebook cannot skip it)
+raises it to carry the ``Decision`` out; the graph turns it back into a deny decision.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "GateRefusedError",
     "InvalidInputError",
     "MlopsSupervisorError",
     "ModelRequestsNotAllowedError",
@@ -61,6 +65,14 @@ class UnknownThreadError(UsageError):
 
 class WorkspaceError(UsageError):
     """A workspace directory that cannot be created or written."""
+
+
+class GateRefusedError(MlopsSupervisorError):
+    """A gate, re-run inside a tool, refused; ``decision`` is the deny ``Decision`` (a value with a reason code)."""
+
+    def __init__(self, decision: object) -> None:
+        super().__init__(getattr(decision, "message", str(decision)))
+        self.decision = decision
 
 
 class RunError(MlopsSupervisorError):

@@ -16,6 +16,7 @@ from mlops_supervisor.policies.pii import DEFAULT_PII_ENTITIES
 
 __all__ = [
     "ApprovalSettings",
+    "EvaluationRules",
     "Limits",
     "PiiRules",
     "Policy",
@@ -77,6 +78,26 @@ class TrainingRules(_Strict):
         return self
 
 
+class EvaluationRules(_Strict):
+    """Floors every evaluation must meet; a spec may tighten them, never loosen them."""
+
+    thresholds: dict[str, float] = Field(default_factory=lambda: {"roc_auc": 0.75, "accuracy": 0.7})
+    fairness: dict[str, float] = Field(
+        default_factory=lambda: {"demographic_parity_difference": 0.25, "equalized_odds_difference": 0.25}
+    )
+    max_age_hours: float = Field(default=168, gt=0)
+
+    @model_validator(mode="after")
+    def _known_fairness_metrics(self) -> EvaluationRules:
+        unknown = set(self.fairness) - {"demographic_parity_difference", "equalized_odds_difference"}
+        if unknown:
+            raise ValueError(
+                f"evaluation.fairness knows demographic_parity_difference and equalized_odds_difference; "
+                f"not {', '.join(sorted(unknown))}"
+            )
+        return self
+
+
 class Policy(_Strict):
     """A validated policy; ``digest`` fingerprints the exact text it came from."""
 
@@ -87,6 +108,7 @@ class Policy(_Strict):
     tools: ToolRules = ToolRules()
     pii: PiiRules = PiiRules()
     training: TrainingRules = TrainingRules()
+    evaluation: EvaluationRules = EvaluationRules()
     source: str = Field(default="built-in default", exclude=True)
     digest: str = Field(default="", exclude=True)
 

@@ -6,7 +6,8 @@ import json
 import re
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,7 @@ class Supervisor:
         tools: ToolRegistry | None = None,
         redactor: Redactor | None = None,
         progress: ProgressFactory | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.settings = settings or Settings()
         root = Path(workspace) if workspace is not None else self.settings.workspace
@@ -116,6 +118,7 @@ class Supervisor:
             fsync=self.settings.audit_fsync,
         )
         self.log = make_logger(self.workspace.logs_dir, redactor=self.redactor, console_level=self.settings.log_level)
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         key = self.settings.pii_hash_key
         self.tools = tools or build_tool_registry(
             ToolContext(
@@ -128,6 +131,7 @@ class Supervisor:
                 n_jobs=self.settings.n_jobs,
                 pii_hash_key=key.get_secret_value() if key is not None else None,
                 progress=progress or no_progress,
+                clock=self.clock,
             )
         )
         self._conn = sqlite3.connect(self.workspace.checkpoints_path, check_same_thread=False)
@@ -150,6 +154,7 @@ class Supervisor:
                 tools=self.tools,
                 models=self._provider(spec),
                 log=self.log,
+                clock=self.clock,
             )
             self._graphs[spec] = build_graph(runtime).compile(checkpointer=self._saver)
         return self._graphs[spec]

@@ -11,6 +11,7 @@ import enum
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.markdown import Markdown
 
-from mlops_supervisor.policies.errors import MlopsSupervisorError, UsageError
+from mlops_supervisor.policies.errors import GateRefusedError, MlopsSupervisorError, UsageError
 
 if TYPE_CHECKING:
     from mlops_supervisor._api import Supervisor
@@ -371,11 +372,16 @@ def main() -> None:
     os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
     # MLflow's INFO lines (schema migrations, run links) would drown the report on stderr.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
     try:
         app()  # standalone: click prints its own usage errors and exits 2
     except UsageError as exc:
         sys.stderr.write(f"error: {exc}\n")
         sys.exit(2)
+    except GateRefusedError as exc:
+        sys.stderr.write(f"refused: {exc}\n")
+        sys.exit(3)
     except MlopsSupervisorError as exc:
         sys.stderr.write(f"error: {exc}\n")
         sys.exit(1)

@@ -63,26 +63,37 @@ def run_demo(workspace: Path, *, requester: str | None = None, console: Console 
             f"status {verified.status}",
         )
 
-        say("[bold]3. Data and training: examples/adult-income.yaml on the workspace's MLflow store[/]")
+        say("[bold]3. Data, training, evaluation and registration of examples/adult-income.yaml[/]")
+        model, version = "adult-income-classifier", 0
         if EXAMPLE_SPEC.exists():
-            trained = sup.run_pipeline(EXAMPLE_SPEC, stop_after="train")
-            best = next((o.output for o in trained.outputs if o.tool == "train_model" and o.outcome == "ok"), None)
+            trained = sup.run_pipeline(EXAMPLE_SPEC, stop_after="register")
+            out = {o.tool: o.output for o in trained.outputs if o.outcome == "ok"}
+            best, evaluation = out.get("train_model"), out.get("evaluate_model")
             check(
                 "data validated, PII-scanned, versioned and split; candidates trained and logged",
-                trained.status == "done" and best is not None,
+                best is not None,
                 f"best {best['best']['candidate']} (validation roc_auc {best['best']['roc_auc']:.4f}), "
                 f"data sha256 {best['data_digest'][:12]}; mlflow ui --backend-store-uri sqlite:///{root}/mlflow.db"
                 if best
                 else trained.report.summary,
             )
+            check(
+                "best candidate registered, evaluated with fairness checks, and made challenger",
+                trained.status == "done" and evaluation is not None,
+                f"{model} version {evaluation['version']}: test roc_auc {evaluation['metrics']['roc_auc']:.4f}, "
+                f"evaluation run {evaluation['evaluation_run']}"
+                if evaluation
+                else trained.report.summary,
+            )
+            version = int(evaluation["version"]) if evaluation else 0
         else:
             say(f"[yellow]skipped[/]: {EXAMPLE_SPEC} is not here (the demo runs it from a source checkout)")
 
-        say("[bold]3b. A promotion is held for a human approval[/]")
-        held = sup.ask("promote demo-model version 1 to production")
-        check("promotion paused", held.status == "awaiting_approval", f"thread {held.thread_id}")
+        say("[bold]4. A promotion to production is held for a human approval[/]")
+        held = sup.ask(f"promote {model} version {max(version, 1)} to production")
+        check("promotion paused, bound to the evidence", held.status == "awaiting_approval", f"thread {held.thread_id}")
 
-        say(f"[bold]4. {requester} tries to approve their own request[/]")
+        say(f"[bold]5. {requester} tries to approve their own request[/]")
         self_approval = sup.approve(held.thread_id)
         check(
             "self-approval refused",
@@ -90,17 +101,18 @@ def run_demo(workspace: Path, *, requester: str | None = None, console: Console 
             next((d.reason_code for d in self_approval.decisions if d.reason_code == "self_approval"), "?"),
         )
 
-    say(f"[bold]5. {DEMO_APPROVER} approves (a demo identity named in the demo policy, not a real person)[/]")
+    say(f"[bold]6. {DEMO_APPROVER} approves (a demo identity named in the demo policy, not a real person)[/]")
     with Supervisor(root, model="offline", user=DEMO_APPROVER, policy=policy_path) as approver:
         approved = approver.approve(held.thread_id, reason="demo approval")
-    ran = [d for d in approved.decisions if d.reason_code == "allowed" and d.action == "promote_model"]
     check(
-        "approval accepted and the call went to the tool",
-        bool(ran),
-        "promote_model is declared but not available yet, so the thread ends 'failed' honestly",
+        "approval accepted; the version is champion",
+        approved.status == "done",
+        f"{model} version {version} is champion, approved by {DEMO_APPROVER}"
+        if approved.status == "done"
+        else approved.report.summary,
     )
 
-    say("[bold]6. A hostile model tries every other specialist's tools[/]")
+    say("[bold]7. A hostile model tries every other specialist's tools[/]")
     with Supervisor(root, model=f"scripted:{script_path}", user="mallory", policy=policy_path) as hostile:
         attack = hostile.ask("do everything")
         ran_bodies = sum(
@@ -121,15 +133,14 @@ def run_demo(workspace: Path, *, requester: str | None = None, console: Console 
     passed = all(ok for _, ok, _ in checks)
     lines = [f"- {'pass' if ok else 'FAIL'}: {label} ({detail})" for label, ok, detail in checks]
     report = Report(
-        plan="1. help  2. verify audit, show policy  3. data and training on Adult  3b. promote (held)  "
-        "4. self-approval  "
-        "5. approval by the demo approver  6. hostile model  7. audit verify",
+        plan="1. help  2. verify audit, show policy  3. data, training, evaluation, registration on Adult  "
+        "4. promote (held)  5. self-approval  6. approval by the demo approver  7. hostile model  8. audit verify",
         design=f"Offline planner; policy {policy_path} names `{DEMO_APPROVER}` as the only approver. "
         f"`{DEMO_APPROVER}` is a demo identity so the flow can run unattended; in real use the "
         "approver is a person listed in your policy file.",
-        changes="The Adult data set was versioned and split in the demo workspace and its candidates were "
-        "logged to its MLflow store; no model was registered or deployed: those tools arrive in later "
-        "versions and say so when called.",
+        changes="The Adult data set was versioned and split in the demo workspace, its candidates were logged "
+        "to its MLflow store, the best was registered, evaluated (report, plots, fairness) and made challenger, "
+        "then champion after the approval. Nothing was deployed: serving arrives in a later version.",
         verification="\n".join(lines),
         rollback="Nothing to roll back. Remove the demo with `rm -r " + str(root) + "`.",
         summary=("All governance checks held." if passed else "Some governance checks FAILED.")

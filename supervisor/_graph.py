@@ -8,8 +8,10 @@ effects before that call, so replaying it on resume writes nothing twice.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
@@ -18,6 +20,7 @@ from langgraph.types import Command, interrupt
 from pydantic import BaseModel, Field, ValidationError
 
 from mlops_supervisor._llm import ModelProvider
+from mlops_supervisor._pipeline import resolve_refs
 from mlops_supervisor._planner import GRAMMAR_HELP, is_help
 from mlops_supervisor._report import build_report, derive_status
 from mlops_supervisor._state import SupervisorState
@@ -27,6 +30,7 @@ from mlops_supervisor.policies import (
     ApprovalResponse,
     AuditLog,
     Decision,
+    GateRefusedError,
     InvalidInputError,
     Policy,
     ProposedCall,
@@ -38,7 +42,8 @@ from mlops_supervisor.policies import (
     new_approval_request,
     redact_value,
 )
-from mlops_supervisor.tools import ToolRegistry
+from mlops_supervisor.policies.engine import approval_binding
+from mlops_supervisor.tools import GateResult, ToolRegistry
 
 __all__ = ["Route", "Runtime", "build_graph"]
 
@@ -55,6 +60,16 @@ _GATE_CODES = frozenset(
         ReasonCode.APPROVAL_REJECTED,
         ReasonCode.TOOL_DENIED_BY_POLICY,
         ReasonCode.STEP_BUDGET_EXHAUSTED,
+        ReasonCode.TRAINING_RUN_INCOMPLETE,
+        ReasonCode.EVALUATION_MISSING,
+        ReasonCode.EVALUATION_FAILED,
+        ReasonCode.EVALUATION_STALE,
+        ReasonCode.EVIDENCE_INCONSISTENT,
+        ReasonCode.CANARY_NOT_PASSED,
+        ReasonCode.APPROVAL_MISSING,
+        ReasonCode.APPROVAL_EVIDENCE_CHANGED,
+        ReasonCode.ALIAS_NOT_GOVERNED,
+        ReasonCode.CONCURRENT_CHANGE,
     }
 )
 
@@ -78,6 +93,7 @@ class Runtime:
     models: ModelProvider
     log: Any
     specialists: Mapping[str, AgentSpec] = field(default_factory=lambda: SPECIALISTS)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     def redact(self, value: Any) -> Any:
         """``value`` with every string redacted."""
@@ -123,6 +139,9 @@ def _planned_route(state: SupervisorState) -> Route:
     done = len(state.get("plan", []))
     if done < len(commands):
         command = commands[done]
+        if state.get("mode") == "pipeline":
+            args = resolve_refs(command["args"], state.get("tool_results", []))
+            return Route(next=command["agent"], task=f"call {command['tool']} {json.dumps(args)}")
         return Route(next=command["agent"], task=command["text"])
     reports = [str(m.content) for m in state.get("transcript", []) if isinstance(m, AIMessage) and m.content]
     return Route(next="finish", answer="\n".join(reports))
@@ -244,6 +263,34 @@ def _denial_message(call: Mapping[str, Any], decision: Decision) -> ToolMessage:
     )
 
 
+def _run_gate(runtime: Runtime, call: Mapping[str, Any]) -> GateResult | None:
+    """The tool's gate over evidence read now; a gate that cannot read its evidence refuses."""
+    governed = runtime.tools.get(call["name"])
+    if governed.gate is None:
+        return None
+    try:
+        return governed.gate(call["args"])
+    except InvalidInputError as exc:
+        return GateResult(Decision.deny(call["name"], ReasonCode.INVALID_ARGUMENTS, str(exc)))
+
+
+def _gated_decision(decision: Decision, gated: GateResult, thread_id: str, call: ProposedCall) -> Decision:
+    """Combine the policy's own decision with the gate's: a refusal wins; evidence-bound approval holds."""
+    if not gated.decision.allowed:
+        return gated.decision
+    if gated.approval_action:
+        binding = hashlib.sha256(
+            f"{approval_binding(thread_id, call)}:{gated.approval_action}:{gated.evidence_digest}".encode()
+        ).hexdigest()
+        return Decision.needs_approval(
+            call.tool,
+            binding,
+            f"{gated.decision.message}: {call.tool!r} waits for a listed approver other than the requester, "
+            f"bound to evidence {gated.evidence_digest[:12]}",
+        )
+    return decision
+
+
 def _policy_node(runtime: Runtime) -> Callable[[SupervisorState], Command[Any]]:
     def policy(state: SupervisorState) -> Command[Any]:
         agent = state["route"]["agent"]
@@ -269,6 +316,9 @@ def _policy_node(runtime: Runtime) -> Callable[[SupervisorState], Command[Any]]:
                     decision = Decision.deny(
                         call["name"], ReasonCode.INVALID_ARGUMENTS, f"invalid arguments for {call['name']!r}: {problem}"
                     )
+            gated = _run_gate(runtime, call) if decision.kind != "deny" else None
+            if gated is not None:
+                decision = _gated_decision(decision, gated, state["thread_id"], proposed)
             record = {"agent": agent, **decision.as_record()}
             decisions.append(record)
             runtime.audit.append(
@@ -289,6 +339,8 @@ def _policy_node(runtime: Runtime) -> Callable[[SupervisorState], Command[Any]]:
                     requester=state.get("requester", ""),
                     binding=decision.binding or "",
                     policy=runtime.policy,
+                    approval_action=gated.approval_action if gated else "",
+                    evidence_digest=gated.evidence_digest if gated and gated.approval_action else "",
                 )
                 pending.append(request.model_dump(mode="json"))
         goto = "approval" if pending else "tools" if allowed else agent
@@ -300,6 +352,23 @@ def _policy_node(runtime: Runtime) -> Callable[[SupervisorState], Command[Any]]:
     return policy
 
 
+def _evidence_still_holds(runtime: Runtime, request: ApprovalRequest) -> Decision:
+    """Read the evidence again: an approval given over evidence that has since changed is void."""
+    gated = _run_gate(runtime, {"name": request.tool, "args": request.args})
+    if gated is None:
+        return Decision.allow(request.tool)
+    if not gated.decision.allowed:
+        return gated.decision
+    if gated.evidence_digest != request.evidence_digest:
+        return Decision.deny(
+            request.tool,
+            ReasonCode.APPROVAL_EVIDENCE_CHANGED,
+            f"the evidence changed since the approval was requested ({request.evidence_digest[:12]} -> "
+            f"{gated.evidence_digest[:12]}: an edited tag, a new evaluation, or the champion moved); ask again.",
+        )
+    return Decision.allow(request.tool, "approved; the evidence is unchanged")
+
+
 def _approval_node(runtime: Runtime) -> Callable[[SupervisorState], Command[Any]]:
     def approval(state: SupervisorState) -> Command[Any]:
         pending = list(state.get("pending", []))
@@ -308,20 +377,34 @@ def _approval_node(runtime: Runtime) -> Callable[[SupervisorState], Command[Any]
         answer = interrupt({"kind": "approval", **pending[0]})
         try:
             response = ApprovalResponse.model_validate(answer)
-            decision = evaluate_approval(request, response, runtime.policy)
+            decision = evaluate_approval(request, response, runtime.policy, now=runtime.clock())
             approver = response.approver
+            if decision.allowed and request.evidence_digest:
+                decision = _evidence_still_holds(runtime, request)
         except ValidationError as exc:
             approver = str(answer.get("approver", "?")) if isinstance(answer, dict) else "?"
             decision = Decision.deny(
                 request.tool, ReasonCode.APPROVAL_BINDING_MISMATCH, f"the approval answer is malformed: {exc}"
             )
         record = {"agent": request.agent, **decision.as_record()}
+        bound = (
+            {
+                "approval_action": request.approval_action,
+                "model": request.args.get("model"),
+                "version": request.args.get("version"),
+                "evidence_digest": request.evidence_digest,
+                "expires_at": request.expires_at.isoformat(),
+            }
+            if request.approval_action
+            else {}
+        )
         runtime.audit.append(
             "approval",
             thread_id=request.thread_id,
             requester=request.requester,
             approver=approver,
             binding=request.binding,
+            **bound,
             **record,
         )
         history = list(state.get("agent_messages", []))
@@ -350,6 +433,7 @@ def _tools_node(runtime: Runtime) -> Callable[[SupervisorState], Command[Any]]:
     def tools(state: SupervisorState) -> Command[Any]:
         history = list(state.get("agent_messages", []))
         results = list(state.get("tool_results", []))
+        decisions = list(state.get("decisions", []))
         agent = state["route"]["agent"]
         for call in state.get("allowed", []):
             governed = runtime.tools.get(call["name"])
@@ -361,6 +445,15 @@ def _tools_node(runtime: Runtime) -> Callable[[SupervisorState], Command[Any]]:
                 outcome = "ok"
             except ToolNotAvailableError as exc:
                 output, outcome = str(exc), "unavailable"
+            except GateRefusedError as exc:
+                refusal = exc.decision
+                assert isinstance(refusal, Decision)
+                output, outcome, reason_code = refusal.message, "refused", refusal.reason_code.value
+                record = {"agent": agent, **refusal.as_record()}
+                decisions.append(record)
+                runtime.audit.append(
+                    "decision", thread_id=state["thread_id"], requester=state.get("requester"), args=args, **record
+                )
             except InvalidInputError as exc:
                 output, outcome, reason_code = str(exc), "invalid_input", exc.reason_code
             except Exception as exc:  # noqa: BLE001 - a tool error is reported to the agent, not raised
@@ -400,7 +493,10 @@ def _tools_node(runtime: Runtime) -> Callable[[SupervisorState], Command[Any]]:
                     else "",
                 }
             )
-        return Command(goto=agent, update={"agent_messages": history, "tool_results": results, "allowed": []})
+        return Command(
+            goto=agent,
+            update={"agent_messages": history, "tool_results": results, "decisions": decisions, "allowed": []},
+        )
 
     return tools
 

@@ -15,7 +15,7 @@ from mlops_supervisor._state import STAGES
 from mlops_supervisor.policies import InvalidInputError, Policy, UsageError
 from mlops_supervisor.tools import LoadedSpec, load_spec
 
-__all__ = ["playbook", "preflight"]
+__all__ = ["playbook", "preflight", "resolve_refs"]
 
 
 def preflight(spec_path: str | Path, policy: Policy) -> LoadedSpec:
@@ -33,12 +33,17 @@ def preflight(spec_path: str | Path, policy: Policy) -> LoadedSpec:
 def playbook(loaded: LoadedSpec, stop_after: str) -> list[dict[str, Any]]:
     """The commands for every stage up to ``stop_after``, in order, one tool call each.
 
-    Stages whose tools have not landed stop the pipeline with their 'not available yet' answer.
+    The evaluate stage registers the best candidate (a version is what gets evaluated) and
+    evaluates it; the register stage points ``challenger`` at it. Arguments written as
+    ``{"$ref": "TOOL.FIELD..."}`` take their value from that tool's latest output when the
+    step is routed. Stages whose tools have not landed stop with 'not available yet'.
     """
     if stop_after not in STAGES:
         raise UsageError(f"unknown stage {stop_after!r}; allowed: {', '.join(STAGES)}")
     spec = {"spec": str(loaded.path)}
     model = loaded.spec.model.name
+    # Filled in when the step is routed, from what an earlier step returned (see resolve_refs).
+    version = {"$ref": "register_model.version"}
     by_stage: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
         "data": [
             ("data", "validate_dataset", spec),
@@ -47,9 +52,12 @@ def playbook(loaded: LoadedSpec, stop_after: str) -> list[dict[str, Any]]:
             ("data", "split_dataset", spec),
         ],
         "train": [("experimentation", "train_model", spec)],
-        "evaluate": [("evaluation", "evaluate_model", {"model": model, "version": 1})],
-        "register": [("registry", "list_model_versions", {"model": model})],
-        "deploy": [("deployment", "deploy_model", {"model": model, "version": 1})],
+        "evaluate": [
+            ("registry", "register_model", {"model": model, "run_id": {"$ref": "train_model.best.run_id"}}),
+            ("evaluation", "evaluate_model", {"model": model, "version": version}),
+        ],
+        "register": [("registry", "set_alias", {"model": model, "version": version, "alias": "challenger"})],
+        "deploy": [("deployment", "deploy_model", {"model": model, "version": version})],
         "monitor": [("observability", "service_metrics", {"model": model})],
     }
     commands = []
@@ -59,3 +67,30 @@ def playbook(loaded: LoadedSpec, stop_after: str) -> list[dict[str, Any]]:
                 {"agent": agent, "tool": tool, "args": args, "text": f"call {tool} {json.dumps(args)}", "stage": stage}
             )
     return commands
+
+
+def resolve_refs(args: dict[str, Any], outputs: list[dict[str, Any]]) -> dict[str, Any]:
+    """``args`` with each ``{"$ref": "TOOL.FIELD..."}`` replaced from TOOL's latest JSON output.
+
+    ``UsageError`` names a reference that no earlier output can fill.
+    """
+    resolved = {}
+    for key, value in args.items():
+        if not (isinstance(value, dict) and set(value) == {"$ref"}):
+            resolved[key] = value
+            continue
+        tool, *path = str(value["$ref"]).split(".")
+        found: Any = None
+        for result in reversed(outputs):
+            if result["tool"] == tool and result["outcome"] == "ok":
+                try:
+                    found = json.loads(result.get("output", ""))
+                except ValueError:
+                    found = None
+                break
+        for part in path:
+            found = found.get(part) if isinstance(found, dict) else None
+        if found is None:
+            raise UsageError(f"pipeline step needs {value['$ref']}, which no earlier step returned")
+        resolved[key] = found
+    return resolved

@@ -16,7 +16,7 @@ def derive_status(state: Mapping[str, Any]) -> str:
         return "failed"
     if any(d["decision"] == "deny" for d in state.get("decisions", [])):
         return "refused"
-    outcomes = {r["outcome"] for r in state.get("tool_results", [])}
+    outcomes = {r["outcome"] for r in state.get("tool_results", [])} - {"refused"}
     if "invalid_input" in outcomes and outcomes <= {"ok", "invalid_input"}:
         return "invalid_input"
     if outcomes - {"ok"}:
@@ -58,7 +58,7 @@ def build_report(state: Mapping[str, Any], *, status: str, design: str, audit_pa
     elif status == "refused":
         denied = [d for d in state.get("decisions", []) if d["decision"] == "deny"]
         summary_lines.append(
-            "Refused by policy: " + "; ".join(f"`{d['action']}` ({d['reason_code']})" for d in denied) + "."
+            "Refused by policy: " + "; ".join(f"`{d['action']}` ({d['reason_code']}): {d['message']}" for d in denied)
         )
     elif status == "invalid_input":
         bad = [r for r in results if r["outcome"] == "invalid_input"]

@@ -81,7 +81,7 @@ class ToolOutput(BaseModel):
 
     agent: str
     tool: str
-    outcome: Literal["ok", "error", "unavailable", "invalid_input"]
+    outcome: Literal["ok", "error", "unavailable", "invalid_input", "refused"]
     reason_code: str = ""
     output: Any = None
 

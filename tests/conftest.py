@@ -38,9 +38,10 @@ def workspace(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def policy_file(tmp_path: Path) -> Path:
-    """A policy naming one approver, release-manager."""
+    """A policy naming one approver, release-manager, that holds show_policy (a harmless read) for approval."""
     path = tmp_path / "policy.yaml"
-    path.write_text(yaml.safe_dump({"approvers": ["release-manager"]}), "utf-8")
+    held = {"required_for": ["promote_model", "show_policy"]}
+    path.write_text(yaml.safe_dump({"approvers": ["release-manager"], "approval": held}), "utf-8")
     return path
 
 

@@ -50,10 +50,10 @@ def test_ask_json_contract(cli: CliRun) -> None:
 
 def test_approval_across_processes(cli: CliRun, workspace: Path, policy_file: Path) -> None:
     """Paused in one process; self-approval and an unlisted approver are refused (exit 3) and recorded; a listed approver finishes it."""
-    asked = cli("ask", "promote churn version 3 to production", "--json", user="alice", policy=policy_file)
+    asked = cli("ask", "show policy", "--json", user="alice", policy=policy_file)
     assert asked.returncode == 4, asked.stderr
     thread = json.loads(asked.stdout)["thread_id"]
-    assert json.loads(asked.stdout)["pending_approval"]["tool"] == "promote_model"
+    assert json.loads(asked.stdout)["pending_approval"]["tool"] == "show_policy"
 
     self_approved = cli("approve", thread, "--json", user="alice", policy=policy_file)
     assert self_approved.returncode == 3
@@ -70,11 +70,10 @@ def test_approval_across_processes(cli: CliRun, workspace: Path, policy_file: Pa
         "approve", thread, "--reason", "evidence reviewed", "--json", user="release-manager", policy=policy_file
     )
     payload = json.loads(approved.stdout)
-    assert payload["status"] != "awaiting_approval"
+    assert payload["status"] == "done"
     assert payload["decisions"][-1]["reason_code"] == "allowed"
-    # The promotion tool itself has not landed: the thread ends failed and says so.
-    assert approved.returncode == 1
-    assert "not available yet" in payload["report"]["summary"]
+    assert approved.returncode == 0
+    assert [o["tool"] for o in payload["outputs"]] == ["show_policy"]
 
     events = [
         (r["event"], r.get("approver"), r.get("reason_code"))
@@ -90,7 +89,7 @@ def test_approval_across_processes(cli: CliRun, workspace: Path, policy_file: Pa
 
 def test_reject_is_recorded_and_refuses(cli: CliRun, policy_file: Path) -> None:
     """A rejection ends the thread refused (exit 3) with the reason in the report."""
-    asked = cli("ask", "promote churn version 3", "--json", policy=policy_file)
+    asked = cli("ask", "show policy", "--json", policy=policy_file)
     thread = json.loads(asked.stdout)["thread_id"]
     rejected = cli("reject", thread, "--reason", "stale evidence", "--json", user="release-manager", policy=policy_file)
     assert rejected.returncode == 3
@@ -147,8 +146,8 @@ def test_unwritable_workspace_exits_2(cli: CliRun, tmp_path: Path) -> None:
 
 def test_status_lists_threads(cli: CliRun, policy_file: Path) -> None:
     """`status --json` lists each thread with its status and the audit chain's state."""
-    cli("ask", "promote churn version 3", policy=policy_file)
     cli("ask", "show policy", policy=policy_file)
+    cli("ask", "verify audit", policy=policy_file)
     payload = json.loads(cli("status", "--json", policy=policy_file).stdout)
     assert sorted(t["status"] for t in payload["threads"]) == ["awaiting_approval", "done"]
     assert payload["audit_intact"] is True
@@ -193,7 +192,7 @@ def test_chat_answers_and_leaves(workspace: Path) -> None:
 
 def test_resume_reports_a_paused_thread(cli: CliRun, policy_file: Path) -> None:
     """`resume` on a thread awaiting approval leaves it paused and exits 4."""
-    thread = json.loads(cli("ask", "promote churn version 3", "--json", policy=policy_file).stdout)["thread_id"]
+    thread = json.loads(cli("ask", "show policy", "--json", policy=policy_file).stdout)["thread_id"]
     done = cli("resume", thread, "--json", policy=policy_file)
     assert done.returncode == 4
     assert json.loads(done.stdout)["pending_approval"]["requester"] == "alice"
@@ -207,4 +206,5 @@ def test_demo_runs_the_data_and_training_stages_and_the_governance_checks(cli: C
     verification = payload["report"]["verification"]
     assert "FAIL" not in verification
     assert "candidates trained and logged (best gradient-boosting" in verification
+    assert "the version is champion" in verification
     assert (workspace / "demo" / "mlflow.db").exists()

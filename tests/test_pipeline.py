@@ -40,11 +40,11 @@ def _runs(ws: Path) -> list[Any]:
 
 @pytest.fixture(scope="module")
 def adult_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
-    """`run examples/adult-income.yaml --stop-after train --json` once, in a fresh workspace."""
+    """`run examples/adult-income.yaml --stop-after register --json` once, in a fresh workspace."""
     ws = tmp_path_factory.mktemp("adult") / "ws"
     cli = str(Path(sys.executable).parent / "mlops-supervisor")
     done = subprocess.run(
-        [cli, "--workspace", str(ws), "run", str(EXAMPLE_SPEC), "--stop-after", "train", "--json"],
+        [cli, "--workspace", str(ws), "run", str(EXAMPLE_SPEC), "--stop-after", "register", "--json"],
         capture_output=True,
         text=True,
         timeout=600,
@@ -71,6 +71,9 @@ def test_example_pipeline_logs_runs_params_metrics_inputs_and_models(adult_run: 
         "version_dataset",
         "split_dataset",
         "train_model",
+        "register_model",
+        "evaluate_model",
+        "set_alias",
     ]
     result = _training(payload)
     client = _store(ws)
@@ -105,6 +108,21 @@ def test_example_pipeline_logs_runs_params_metrics_inputs_and_models(adult_run: 
     best = max(result["candidates"], key=lambda c: c["validation"]["roc_auc"])
     assert result["best"]["run_id"] == best["run_id"]
     assert best["validation"]["roc_auc"] > 0.9
+
+
+def test_example_register_stage_leaves_an_evaluated_challenger(adult_run: tuple[dict[str, Any], Path]) -> None:
+    """`--stop-after register` on the example: version 1 with evidence tags, an evaluation run, the challenger alias."""
+    payload, ws = adult_run
+    evaluation = next(o["output"] for o in payload["outputs"] if o["tool"] == "evaluate_model")
+    assert evaluation["passed"] and evaluation["metrics"]["roc_auc"] > 0.9
+    assert set(evaluation["fairness"]) == {"sex", "race"}
+    client = _store(ws)
+    version = client.get_model_version("adult-income-classifier", "1")
+    assert version.tags["mlops.eval.run_id"] == evaluation["evaluation_run"]
+    assert version.tags["mlops.training.run_id"] == _training(payload)["best"]["run_id"]
+    assert version.aliases == ["challenger"]
+    plots = {a.path for a in client.list_artifacts(evaluation["evaluation_run"], "evaluation/plots")}
+    assert {f"evaluation/plots/groups_{f}.png" for f in ("sex", "race")} <= plots
 
 
 def test_logged_model_loads_with_signature_and_predicts(adult_run: tuple[dict[str, Any], Path]) -> None:
@@ -155,7 +173,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def mlflow_server(adult_run: tuple[dict[str, Any], Path]) -> Iterator[str]:
-    """`mlflow server --backend-store-uri` on the workspace store (the backend `mlflow ui` runs), on loopback."""
+    """`mlflow server --backend-store-uri` on the workspace store (what `mlflow ui` runs), on loopback."""
     _, ws = adult_run
     port = _free_port()
     proc = subprocess.Popen(
@@ -201,7 +219,14 @@ def test_mlflow_ui_backend_shows_the_runs(adult_run: tuple[dict[str, Any], Path]
     assert experiment is not None
     listed = {r.info.run_id for r in client.search_runs([experiment.experiment_id])}
     result = _training(payload)
-    assert listed == {result["parent_run_id"], *(c["run_id"] for c in result["candidates"])}
+    evaluation = next(o["output"] for o in payload["outputs"] if o["tool"] == "evaluate_model")
+    assert listed == {
+        result["parent_run_id"],
+        evaluation["evaluation_run"],
+        *(c["run_id"] for c in result["candidates"]),
+    }
+    aliases = client.get_registered_model("adult-income-classifier").aliases
+    assert {k: int(v) for k, v in aliases.items()} == {"challenger": 1}
 
 
 # --- small specs for the rest: a 3,000-row slice of Adult and one quick candidate ----------------

@@ -14,8 +14,10 @@ from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
 from mlops_supervisor.policies import ToolNotAvailableError, verify_audit_log
+from mlops_supervisor.tools._evaluation import evaluation_tools
 from mlops_supervisor.tools._lifecycle_tools import data_tools, experimentation_tools
 from mlops_supervisor.tools._registry import GovernedTool, ToolContext, ToolRegistry
+from mlops_supervisor.tools._registry_tools import promotion_tool, registry_tools
 
 __all__ = ["build_tool_registry"]
 
@@ -26,22 +28,6 @@ class _NoArgs(BaseModel):
 
 class _ModelArgs(BaseModel):
     model: str = Field(description="registered model name")
-
-
-class _ModelVersionArgs(BaseModel):
-    model: str = Field(description="registered model name")
-    version: int = Field(ge=1, description="model version number")
-
-
-class _RegisterArgs(BaseModel):
-    model: str = Field(description="registered model name")
-    run_id: str = Field(description="MLflow run id of the training run")
-
-
-class _AliasArgs(BaseModel):
-    model: str = Field(description="registered model name")
-    version: int = Field(ge=1, description="model version number")
-    alias: str = Field(description="alias to set, e.g. challenger or champion")
 
 
 class _DeployArgs(BaseModel):
@@ -131,7 +117,6 @@ def _show_policy(ctx: ToolContext) -> GovernedTool:
     return GovernedTool(tool=tool, mutates=False)
 
 
-_EVAL = "it arrives with the evaluation and registry tools"
 _DEPLOY = "it arrives with the deployment and monitoring tools"
 _GUARD = "it arrives with the Presidio redaction and injection guard"
 
@@ -142,43 +127,8 @@ def build_tool_registry(ctx: ToolContext) -> ToolRegistry:
         [
             *data_tools(ctx),
             *experimentation_tools(ctx),
-            # evaluation
-            _declared(
-                "evaluate_model",
-                "Compute held-out metrics for a model version against the policy thresholds.",
-                _ModelVersionArgs,
-                mutates=True,
-                arrives=_EVAL,
-            ),
-            _declared(
-                "check_fairness",
-                "Per-group metrics and fairness differences for a model version.",
-                _ModelVersionArgs,
-                mutates=True,
-                arrives=_EVAL,
-            ),
-            # registry
-            _declared(
-                "register_model",
-                "Register a model version from a complete training run.",
-                _RegisterArgs,
-                mutates=True,
-                arrives=_EVAL,
-            ),
-            _declared(
-                "set_alias",
-                "Set an alias (challenger, champion) on a model version after its gate passes.",
-                _AliasArgs,
-                mutates=True,
-                arrives=_EVAL,
-            ),
-            _declared(
-                "list_model_versions",
-                "List the versions, aliases and lineage of a registered model.",
-                _ModelArgs,
-                mutates=False,
-                arrives=_EVAL,
-            ),
+            *evaluation_tools(ctx),
+            *registry_tools(ctx),
             # deployment
             _declared(
                 "deploy_model",
@@ -187,13 +137,7 @@ def build_tool_registry(ctx: ToolContext) -> ToolRegistry:
                 mutates=True,
                 arrives=_DEPLOY,
             ),
-            _declared(
-                "promote_model",
-                "Promote a model version to production: full traffic and the champion alias.",
-                _ModelVersionArgs,
-                mutates=True,
-                arrives=_DEPLOY,
-            ),
+            promotion_tool(ctx),
             _declared(
                 "rollback_model",
                 "Restore the last known-good version in traffic and in the registry alias.",

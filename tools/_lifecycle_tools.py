@@ -390,6 +390,7 @@ def experimentation_tools(ctx: ToolContext) -> list[GovernedTool]:
         context = TrainingContext(
             loaded=loaded,
             data_digest=pointer["dataset_digest"],
+            split_key=pointer["split_key"],
             split_digests=split_facts["digests"],
             dataset_path=home / "data.parquet",
             features=features,

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel, ValidationError
 
-from mlops_supervisor.policies import AuditLog, Policy, Redactor
+from mlops_supervisor.policies import AuditLog, Decision, Policy, Redactor
 from mlops_supervisor.policies.policy import PiiRules
 
-__all__ = ["GovernedTool", "ProgressFactory", "ToolContext", "ToolRegistry", "no_progress"]
+__all__ = ["GateResult", "GovernedTool", "ProgressFactory", "ToolContext", "ToolRegistry", "no_progress"]
 
 ProgressFactory = Callable[[str, int], AbstractContextManager[Callable[[str], None]]]
 """``progress(description, total)`` opens a task; the callable it yields advances it by one step."""
@@ -48,15 +49,36 @@ class ToolContext:
     pii_hash_key: str | None = None
     pii_detector: Callable[[PiiRules], Redactor] = presidio_detector
     progress: ProgressFactory = no_progress
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    """The time gates compare expiry and evidence age against (injectable for tests)."""
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """A gate's verdict on one call, over evidence read now.
+
+    ``approval_action`` is set when the call may run only with an approval bound to
+    ``evidence_digest`` (the champion alias); otherwise the decision stands alone.
+    """
+
+    decision: Decision
+    evidence_digest: str = ""
+    approval_action: str = ""
 
 
 @dataclass(frozen=True)
 class GovernedTool:
-    """A tool plus the facts the supervisor needs about it."""
+    """A tool plus the facts the supervisor needs about it.
+
+    ``gate``, when set, reads the evidence for a proposed call and applies the pure gate
+    from ``policies.gates``; the policy node calls it before the tool runs, and the tool
+    body calls the same function again before it changes anything.
+    """
 
     tool: BaseTool
     mutates: bool
     available: bool = True
+    gate: Callable[[Mapping[str, Any]], GateResult] | None = None
 
     @property
     def name(self) -> str:

@@ -300,6 +300,7 @@ class TrainingContext:
 
     loaded: LoadedSpec
     data_digest: str
+    split_key: str
     split_digests: dict[str, str]
     dataset_path: Path
     features: list[str]
@@ -400,6 +401,8 @@ def train_candidates(
         "mlops.data.digest": ctx.data_digest,
         "mlops.data.source": ctx.redactor.redact_text(ctx.loaded.resolve_source()),
         **{f"mlops.split.{name}.digest": digest for name, digest in ctx.split_digests.items()},
+        "mlops.split.key": ctx.split_key,
+        "mlops.dataset.path": str(ctx.dataset_path),
         "mlops.code.git_commit": code["git_commit"],
         "mlops.code.git_dirty": code["git_dirty"],
         "mlops.code.version": env["packages"]["mlops-supervisor"],

@@ -1,0 +1,168 @@
+"""Evidence read from MLflow and the audit log, as the typed records the gates take.
+
+Nothing here trusts what a caller or an LLM says: a version's evaluation is read from its
+tags *and* checked against the report artifact of the evaluation run those tags name, and
+an approval is read from the hash-chained audit log, whose chain must verify.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from mlops_supervisor.policies import AuditLog, InvalidInputError, verify_audit_log
+from mlops_supervisor.policies.gates import ApprovalRecord, EvaluationEvidence, TrainingEvidence, VersionEvidence
+
+__all__ = [
+    "CHAMPION_ACTION",
+    "approval_record",
+    "model_lock",
+    "report_digest",
+    "training_evidence",
+    "version_evidence",
+]
+
+CHAMPION_ACTION = "champion"
+"""The action an approval names when it lets a version become ``champion`` (promote or set_alias)."""
+
+
+def report_digest(report: dict[str, Any]) -> str:
+    """sha256 of an evaluation report's canonical JSON."""
+    return hashlib.sha256(json.dumps(report, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def training_evidence(client: Any, run_id: str) -> TrainingEvidence:
+    """What the run ``run_id`` holds; ``InvalidInputError`` when there is no such run."""
+    try:
+        run = client.get_run(run_id)
+    except Exception:  # noqa: BLE001 - MLflow raises its own exception types for a missing run
+        raise InvalidInputError("unknown_run", f"there is no MLflow run {run_id!r} in this store") from None
+    tags = run.data.tags
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    outputs = run.outputs.model_outputs if run.outputs is not None else []
+    return TrainingEvidence(
+        run_id=run_id,
+        status=run.info.status,
+        role=tags.get("mlops.role"),
+        data_digest=tags.get("mlops.data.digest"),
+        code_version=tags.get("mlops.code.git_commit"),
+        params=len(run.data.params),
+        environment="environment.json" in artifacts,
+        model_id=outputs[0].model_id if outputs else None,
+    )
+
+
+def _model_version(client: Any, model: str, version: int) -> Any:
+    try:
+        return client.get_model_version(model, str(version))
+    except Exception:  # noqa: BLE001 - MLflow raises its own exception types for a missing version
+        raise InvalidInputError(
+            "unknown_model_version", f"there is no registered model {model!r} version {version}"
+        ) from None
+
+
+def _evaluation(client: Any, model: str, version: int, tags: dict[str, str]) -> EvaluationEvidence | None:
+    run_id = tags.get("mlops.eval.run_id")
+    if not run_id:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(run_id, "evaluation/report.json", tmp)
+            report = json.loads(Path(path).read_text("utf-8"))
+        except Exception:  # noqa: BLE001 - a missing or unreadable report is inconsistent evidence
+            report = None
+    consistent = report is not None and tags.get("mlops.eval.report_digest") == report_digest(report)
+    metrics = {
+        k.removeprefix("mlops.eval.metric."): float(v) for k, v in tags.items() if k.startswith("mlops.eval.metric.")
+    }
+    if report is not None:
+        consistent = consistent and (
+            tags.get("mlops.eval.passed") == str(report["passed"]).lower()
+            and all(abs(report["metrics"].get(k, float("nan")) - v) < 1e-9 for k, v in metrics.items())
+            and (report["model"], report["version"]) == (model, version)
+        )
+    try:
+        evaluated_at = datetime.fromisoformat(tags.get("mlops.eval.at", ""))
+    except ValueError:
+        return None
+    return EvaluationEvidence(
+        model=model,
+        version=version,
+        run_id=run_id,
+        passed=tags.get("mlops.eval.passed") == "true",
+        report_digest=tags.get("mlops.eval.report_digest", ""),
+        evaluated_at=evaluated_at,
+        failures=tuple(json.loads(tags.get("mlops.eval.failures", "[]"))),
+        metrics=metrics,
+        consistent=consistent,
+    )
+
+
+def version_evidence(client: Any, model: str, version: int) -> VersionEvidence:
+    """The evidence of ``model`` ``version`` as MLflow holds it now."""
+    mv = _model_version(client, model, version)
+    try:
+        champion: int | None = int(client.get_model_version_by_alias(model, "champion").version)
+    except Exception:  # noqa: BLE001 - no champion alias yet
+        champion = None
+    return VersionEvidence(
+        model=model,
+        version=version,
+        evaluation=_evaluation(client, model, version, dict(mv.tags)),
+        champion_version=champion,
+    )
+
+
+def approval_record(audit: AuditLog, *, model: str, version: int, action: str) -> ApprovalRecord | None:
+    """The latest granted approval of ``action`` on ``model`` ``version`` in an intact audit chain."""
+    check = verify_audit_log(audit.path)
+    if not check.ok:
+        raise InvalidInputError(
+            "audit_chain_broken",
+            f"the audit log is broken at line {check.bad_line} ({check.problem}); "
+            "approvals cannot be trusted until it is restored",
+        )
+    found = None
+    for record in audit.records():
+        if (
+            record.get("event") == "approval"
+            and record.get("decision") == "allow"
+            and record.get("approval_action") == action
+            and record.get("model") == model
+            and record.get("version") == version
+        ):
+            found = record
+    if found is None:
+        return None
+    return ApprovalRecord(
+        model=model,
+        version=version,
+        action=action,
+        evidence_digest=found["evidence_digest"],
+        requester=found["requester"],
+        approver=found["approver"],
+        approved_at=datetime.fromisoformat(found["ts"]),
+        expires_at=datetime.fromisoformat(found["expires_at"]),
+    )
+
+
+@contextmanager
+def model_lock(workspace: Path, model: str) -> Iterator[None]:
+    """An exclusive lock per registered model across processes, around check-then-change of its aliases."""
+    path = Path(workspace) / "locks" / f"model-{hashlib.sha256(model.encode()).hexdigest()[:16]}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

@@ -1,0 +1,302 @@
+"""The registry agent's tools and the promotion they share with the deployment agent.
+
+Every alias change re-runs its gate inside the tool, under a per-model lock, against
+evidence read at that moment: calling these from a notebook meets the same gate as the
+graph, and two promotions racing for ``champion`` cannot both win (the second finds the
+evidence its approval was bound to has changed: the champion moved).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Literal
+
+from langchain_core.tools import StructuredTool
+from pydantic import BaseModel, Field
+
+from mlops_supervisor.policies import Decision, GateRefusedError, ReasonCode
+from mlops_supervisor.policies.gates import (
+    evaluate_approval_record,
+    evaluate_challenger_gate,
+    evaluate_champion_gate,
+    evaluate_register_gate,
+    evidence_digest,
+)
+from mlops_supervisor.tools._evidence import (
+    CHAMPION_ACTION,
+    approval_record,
+    model_lock,
+    training_evidence,
+    version_evidence,
+)
+from mlops_supervisor.tools._mlflow import default_tracking_uri, using_store
+from mlops_supervisor.tools._registry import GateResult, GovernedTool, ToolContext
+
+__all__ = ["promotion_tool", "registry_tools"]
+
+Alias = Literal["challenger", "champion"]
+
+
+class _RegisterArgs(BaseModel):
+    model: str = Field(description="registered model name")
+    run_id: str = Field(description="MLflow run id of a finished training run (a candidate)")
+
+
+class _AliasArgs(BaseModel):
+    model: str = Field(description="registered model name")
+    version: int = Field(ge=1, description="model version number")
+    alias: Alias = Field(description="challenger (needs a passing evaluation) or champion (also an approval)")
+
+
+class _RemoveAliasArgs(BaseModel):
+    model: str = Field(description="registered model name")
+    alias: Alias = Field(description="the alias to remove")
+
+
+class _ModelArgs(BaseModel):
+    model: str = Field(description="registered model name")
+
+
+class _ModelVersionArgs(BaseModel):
+    model: str = Field(description="registered model name")
+    version: int = Field(ge=1, description="model version number")
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str)
+
+
+class _Registry:
+    """The registry operations over one workspace's MLflow store, with their gates."""
+
+    def __init__(self, ctx: ToolContext) -> None:
+        self.ctx = ctx
+        self.uri = ctx.tracking_uri or default_tracking_uri(ctx.workspace)
+
+    def now(self) -> datetime:
+        now: datetime = self.ctx.clock()
+        return now
+
+    # --- gates -----------------------------------------------------------------------------
+
+    def register_gate(self, args: Mapping[str, Any]) -> GateResult:
+        with using_store(self.uri) as client:
+            return GateResult(evaluate_register_gate(training_evidence(client, str(args["run_id"]))))
+
+    def alias_gate(self, args: Mapping[str, Any], *, action: str = "set_alias") -> GateResult:
+        model, version = str(args["model"]), int(args["version"])
+        alias = args.get("alias", "champion")
+        with using_store(self.uri) as client:
+            evidence = version_evidence(client, model, version)
+        max_age = self.ctx.policy.evaluation.max_age_hours
+        if alias == "challenger":
+            return GateResult(evaluate_challenger_gate(evidence, max_age_hours=max_age, now=self.now(), action=action))
+        decision = evaluate_champion_gate(evidence, max_age_hours=max_age, now=self.now(), action=action)
+        return GateResult(decision, evidence_digest(evidence), CHAMPION_ACTION if decision.allowed else "")
+
+    # --- changes ---------------------------------------------------------------------------
+
+    def register(self, model: str, run_id: str) -> dict[str, Any]:
+        import mlflow
+
+        with using_store(self.uri) as client:
+            evidence = training_evidence(client, run_id)
+            decision = evaluate_register_gate(evidence)
+            if not decision.allowed:
+                raise GateRefusedError(decision)
+            run = client.get_run(run_id)
+            keep = (
+                "mlops.data.digest",
+                "mlops.code.git_commit",
+                "mlops.code.version",
+                "mlops.spec.digest",
+                "mlops.pipeline",
+                "mlops.split.key",
+                "mlops.dataset.path",
+                "mlops.task",
+                "mlops.target",
+                "mlops.target.classes",
+                "mlops.metric",
+                "mlops.candidate",
+            )
+            tags = {k: v for k, v in run.data.tags.items() if k in keep}
+            tags |= {"mlops.training.run_id": run_id, "mlops.model_id": str(evidence.model_id)}
+            version = mlflow.register_model(f"models:/{evidence.model_id}", model, tags=tags)
+        return {
+            "model": model,
+            "version": int(version.version),
+            "run_id": run_id,
+            "source": version.source,
+            "tags": tags,
+        }
+
+    def _champion_allowed(self, client: Any, model: str, version: int, action: str) -> Decision:
+        evidence = version_evidence(client, model, version)
+        max_age = self.ctx.policy.evaluation.max_age_hours
+        decision = evaluate_champion_gate(evidence, max_age_hours=max_age, now=self.now(), action=action)
+        if not decision.allowed:
+            return decision
+        record = approval_record(self.ctx.audit, model=model, version=version, action=CHAMPION_ACTION)
+        return evaluate_approval_record(
+            record,
+            model=model,
+            version=version,
+            action=CHAMPION_ACTION,
+            current_digest=evidence_digest(evidence),
+            approvers=self.ctx.policy.approvers,
+            now=self.now(),
+        )
+
+    def set_alias(self, model: str, version: int, alias: str, *, action: str = "set_alias") -> dict[str, Any]:
+        with model_lock(self.ctx.workspace, model), using_store(self.uri) as client:
+            if alias == "challenger":
+                evidence = version_evidence(client, model, version)
+                decision = evaluate_challenger_gate(
+                    evidence, max_age_hours=self.ctx.policy.evaluation.max_age_hours, now=self.now(), action=action
+                )
+            elif alias == "champion":
+                decision = self._champion_allowed(client, model, version, action)
+            else:
+                decision = Decision.deny(
+                    action,
+                    ReasonCode.ALIAS_NOT_GOVERNED,
+                    f"alias {alias!r} is not one this tool sets; use challenger or champion",
+                )
+            if not decision.allowed:
+                raise GateRefusedError(decision)
+            previous = self._alias_version(client, model, alias)
+            client.set_registered_model_alias(model, alias, str(version))
+            stamp = self.now().isoformat()
+            client.set_model_version_tag(model, str(version), f"mlops.alias.{alias}.at", stamp)
+            if alias == "champion":
+                record = approval_record(self.ctx.audit, model=model, version=version, action=CHAMPION_ACTION)
+                assert record is not None  # the gate above allowed only with one
+                for key, value in (
+                    ("approver", record.approver),
+                    ("requester", record.requester),
+                    ("approved_at", record.approved_at.isoformat()),
+                    ("evidence_digest", record.evidence_digest),
+                ):
+                    client.set_model_version_tag(model, str(version), f"mlops.approval.{key}", value)
+                if previous is not None and previous != version:
+                    client.set_model_version_tag(model, str(version), "mlops.previous_champion", str(previous))
+        return {
+            "model": model,
+            "version": version,
+            "alias": alias,
+            "previous": previous,
+            "at": stamp,
+            "why": decision.message,
+        }
+
+    @staticmethod
+    def _alias_version(client: Any, model: str, alias: str) -> int | None:
+        try:
+            return int(client.get_model_version_by_alias(model, alias).version)
+        except Exception:  # noqa: BLE001 - no such alias yet
+            return None
+
+    def remove_alias(self, model: str, alias: str) -> dict[str, Any]:
+        with model_lock(self.ctx.workspace, model), using_store(self.uri) as client:
+            previous = self._alias_version(client, model, alias)
+            if previous is not None:
+                client.delete_registered_model_alias(model, alias)
+        return {"model": model, "alias": alias, "removed_from": previous}
+
+    def list_versions(self, model: str) -> list[dict[str, Any]]:
+        with using_store(self.uri) as client:
+            versions = client.search_model_versions(f"name='{model}'")
+            return [
+                {
+                    "version": int(v.version),
+                    "aliases": list(v.aliases),
+                    "training_run": v.tags.get("mlops.training.run_id"),
+                    "data_digest": v.tags.get("mlops.data.digest"),
+                    "code": v.tags.get("mlops.code.git_commit"),
+                    "evaluation_run": v.tags.get("mlops.eval.run_id"),
+                    "evaluation_passed": v.tags.get("mlops.eval.passed"),
+                    "approved_by": v.tags.get("mlops.approval.approver"),
+                }
+                for v in sorted(versions, key=lambda v: int(v.version))
+            ]
+
+
+def registry_tools(ctx: ToolContext) -> list[GovernedTool]:
+    """register_model, set_alias, remove_alias and list_model_versions."""
+    registry = _Registry(ctx)
+
+    def register_model(model: str, run_id: str) -> str:
+        return _json(registry.register(model, run_id))
+
+    def set_alias(model: str, version: int, alias: str) -> str:
+        return _json(registry.set_alias(model, version, alias))
+
+    def remove_alias(model: str, alias: str) -> str:
+        return _json(registry.remove_alias(model, alias))
+
+    def list_model_versions(model: str) -> str:
+        return _json(registry.list_versions(model))
+
+    def tool(name: str, description: str, args: type[BaseModel], func: Any, **kw: Any) -> GovernedTool:
+        return GovernedTool(
+            StructuredTool.from_function(func=func, name=name, description=description, args_schema=args), **kw
+        )
+
+    return [
+        tool(
+            "register_model",
+            "Register a model version from a finished training run, tagged with its data, code and training run.",
+            _RegisterArgs,
+            register_model,
+            mutates=True,
+            gate=registry.register_gate,
+        ),
+        tool(
+            "set_alias",
+            "Point challenger (needs a passing evaluation of this version) or champion (also needs "
+            "an approval) at a version.",
+            _AliasArgs,
+            set_alias,
+            mutates=True,
+            gate=registry.alias_gate,
+        ),
+        tool(
+            "remove_alias",
+            "Remove the challenger or champion alias of a model.",
+            _RemoveAliasArgs,
+            remove_alias,
+            mutates=True,
+        ),
+        tool(
+            "list_model_versions",
+            "List the versions of a registered model with aliases, lineage and evidence.",
+            _ModelArgs,
+            list_model_versions,
+            mutates=False,
+        ),
+    ]
+
+
+def promotion_tool(ctx: ToolContext) -> GovernedTool:
+    """promote_model: the champion alias behind the evaluation gate and an evidence-bound approval."""
+    registry = _Registry(ctx)
+
+    def promote_model(model: str, version: int) -> str:
+        return _json(registry.set_alias(model, version, "champion", action="promote_model"))
+
+    def gate(args: Mapping[str, Any]) -> GateResult:
+        return registry.alias_gate({**args, "alias": "champion"}, action="promote_model")
+
+    return GovernedTool(
+        StructuredTool.from_function(
+            func=promote_model,
+            name="promote_model",
+            description="Promote a model version to production (the champion alias); needs a passing evaluation "
+            "and an approval by a listed approver other than the requester.",
+            args_schema=_ModelVersionArgs,
+        ),
+        mutates=True,
+        gate=gate,
+    )
