@@ -63,6 +63,8 @@ class EvaluationEvidence(_Frozen):
     metrics: dict[str, float] = Field(default_factory=dict)
     consistent: bool = True
     """False when the version's evidence tags differ from the logged report (edited after the fact)."""
+    max_age_hours: float | None = None
+    """The spec's own limit on the evaluation's age; it can only shorten the policy's."""
 
 
 class VersionEvidence(_Frozen):
@@ -141,6 +143,8 @@ def evaluate_challenger_gate(
             "Train a better candidate, or change the thresholds in the policy or spec.",
         )
     age = (now or datetime.now(UTC)) - evaluation.evaluated_at
+    if evaluation.max_age_hours is not None:
+        max_age_hours = min(max_age_hours, evaluation.max_age_hours)
     if age > timedelta(hours=max_age_hours):
         return Decision.deny(
             action,

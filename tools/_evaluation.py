@@ -285,6 +285,7 @@ class _Evaluator:
                 else None,
                 "failures": failures,
                 "passed": not failures,
+                "max_age_hours": min(self.ctx.policy.evaluation.max_age_hours, spec.evaluation.max_age_hours),
                 "evaluated_at": now.isoformat(),
                 "policy_sha256": self.ctx.policy.digest,
             }
@@ -315,6 +316,7 @@ class _Evaluator:
                 "mlops.eval.report_digest": digest,
                 "mlops.eval.at": now.isoformat(),
                 "mlops.eval.failures": json.dumps(failures),
+                "mlops.eval.max_age_hours": str(report["max_age_hours"]),
                 **{f"mlops.eval.metric.{k}": str(v) for k, v in metrics.items()},
             }
             for key, value in version_tags.items():

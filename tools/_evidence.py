@@ -88,6 +88,7 @@ def _evaluation(client: Any, model: str, version: int, tags: dict[str, str]) -> 
             tags.get("mlops.eval.passed") == str(report["passed"]).lower()
             and all(abs(report["metrics"].get(k, float("nan")) - v) < 1e-9 for k, v in metrics.items())
             and (report["model"], report["version"]) == (model, version)
+            and str(report.get("max_age_hours")) == tags.get("mlops.eval.max_age_hours", "None")
         )
     try:
         evaluated_at = datetime.fromisoformat(tags.get("mlops.eval.at", ""))
@@ -103,6 +104,7 @@ def _evaluation(client: Any, model: str, version: int, tags: dict[str, str]) -> 
         failures=tuple(json.loads(tags.get("mlops.eval.failures", "[]"))),
         metrics=metrics,
         consistent=consistent,
+        max_age_hours=float(tags["mlops.eval.max_age_hours"]) if tags.get("mlops.eval.max_age_hours") else None,
     )
 
 

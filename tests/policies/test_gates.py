@@ -133,3 +133,13 @@ def test_approval_record_is_bound_to_version_action_evidence_and_time(
         record, model="m", version=2, action="champion", current_digest="abc", approvers=("carol",), now=now
     )
     assert decision.reason_code is code
+
+
+def test_the_spec_can_shorten_but_not_lengthen_the_evaluation_age_limit() -> None:
+    """An evaluation's own max age (from the spec) applies when shorter than the policy's, never when longer."""
+    twelve_hours_old = _evaluation(evaluated_at=NOW - timedelta(hours=12))
+    shorter = VersionEvidence(model="m", version=2, evaluation=twelve_hours_old.model_copy(update={"max_age_hours": 6}))
+    longer = VersionEvidence(model="m", version=2, evaluation=twelve_hours_old.model_copy(update={"max_age_hours": 48}))
+    assert evaluate_challenger_gate(shorter, max_age_hours=24, now=NOW).reason_code is ReasonCode.EVALUATION_STALE
+    assert evaluate_challenger_gate(longer, max_age_hours=24, now=NOW).allowed
+    assert evaluate_challenger_gate(longer, max_age_hours=10, now=NOW).reason_code is ReasonCode.EVALUATION_STALE
