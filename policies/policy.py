@@ -34,7 +34,7 @@ class _Strict(BaseModel):
 class ApprovalSettings(_Strict):
     """Which tools need a human approval, and for how long a request stays valid."""
 
-    required_for: tuple[str, ...] = ("promote_model",)
+    required_for: tuple[str, ...] = ("promote_model", "remove_alias")
     ttl_minutes: int = Field(default=1440, ge=1, le=60 * 24 * 30)
 
 
