@@ -1,0 +1,159 @@
+"""The local serving backend: real server and router processes on loopback, weights, metrics, rollback, down."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+
+from mlops_supervisor import Supervisor
+from mlops_supervisor.tools._local_backend import LocalBackend, _alive
+from mlops_supervisor.tools._mlflow import using_store
+from mlops_supervisor.tools._serving import validate_records
+from tests.test_pipeline import _adult_slice, small_spec
+
+COLUMNS = {"age": "double", "workclass": "string"}
+
+
+@pytest.mark.parametrize(
+    ("payload", "needle"),
+    [
+        ([1, 2], "must be a JSON object"),
+        ({"dataframe_records": []}, "non-empty list"),
+        ({"dataframe_records": [{"age": 3}]}, "lacks column(s) workclass"),
+        ({"dataframe_records": [{"age": 3, "workclass": "x", "zip": 1}]}, "unknown column(s) zip"),
+        ({"dataframe_records": [{"age": "old", "workclass": "x"}]}, "column 'age' must be a number"),
+        ({"dataframe_records": [{"age": True, "workclass": "x"}]}, "column 'age' must be a number"),
+        ({"dataframe_records": [{"age": 3, "workclass": 7}]}, "column 'workclass' must be a string"),
+    ],
+)
+def test_bad_requests_are_named(payload: Any, needle: str) -> None:
+    """Each malformed body gets a message naming the record, the column and what is expected."""
+    problem = validate_records(payload, COLUMNS)
+    assert isinstance(problem, str) and needle in problem
+
+
+def test_good_requests_pass_in_every_scoring_format() -> None:
+    """dataframe_records, dataframe_split and instances all give the same records; nulls are allowed."""
+    records = [{"age": 3, "workclass": None}]
+    assert validate_records({"dataframe_records": records}, COLUMNS) == records
+    assert validate_records({"instances": records}, COLUMNS) == records
+    split = {"dataframe_split": {"columns": ["age", "workclass"], "data": [[3, None]]}}
+    assert validate_records(split, COLUMNS) == records
+
+
+def _counts(metrics: str) -> dict[str, float]:
+    """Successful requests per version from a Prometheus exposition."""
+    found = re.findall(r'mlops_requests_total\{status="200",version="(\d+)"\} ([0-9.]+)', metrics)
+    return {version: float(value) for version, value in found}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A workspace with version 1 (and a second registration, version 2) of a small model, and a backend."""
+    root = tmp_path_factory.mktemp("serving")
+    ws = root / "ws"
+    with Supervisor(ws, user="alice") as sup:
+        result = sup.run_pipeline(
+            small_spec(root, _adult_slice(), data__sensitive_features=["sex"]), stop_after="evaluate"
+        )
+        assert result.status == "done", result.report.summary
+        run_id = next(o.output for o in result.outputs if o.tool == "train_model")["best"]["run_id"]
+        sup.tools.get("register_model").tool.invoke({"model": "small-model", "run_id": run_id})
+    uri = f"sqlite:///{ws / 'mlflow.db'}"
+    with using_store(uri) as client:
+        sources = {v: client.get_model_version("small-model", str(v)).source for v in (1, 2)}
+    backend = LocalBackend(ws, tracking_uri=uri)
+    test = pd.read_parquet(next(ws.glob("datasets/*/splits/*/test.parquet")))
+    features = [c for c in test.columns if c not in ("class", "sex")]  # race is a feature of this spec
+    records = json.loads(test[features].head(20).to_json(orient="records"))
+    try:
+        yield {"ws": ws, "uri": uri, "sources": sources, "backend": backend, "records": records}
+    finally:
+        backend.down()
+
+
+def test_deploy_serves_predictions_through_the_router(served: dict[str, Any]) -> None:
+    """One version behind the router answers with the model's own predictions; a bad request is a 400."""
+    import mlflow.sklearn
+
+    backend: LocalBackend = served["backend"]
+    status = backend.deploy("small-model", 1, served["sources"][1], weight=100)
+    url = status["router"]["url"]
+    answer = httpx.post(f"{url}/invocations", json={"dataframe_records": served["records"]}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["x-model-version"] == "1"
+    with using_store(served["uri"]):
+        model = mlflow.sklearn.load_model(served["sources"][1])
+    frame = pd.DataFrame(served["records"])
+    numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])]
+    frame[numeric] = frame[numeric].astype("float64")
+    assert answer.json()["predictions"] == model.predict(frame).tolist()
+    bad = httpx.post(f"{url}/invocations", json={"dataframe_records": [{"age": 1}]}, timeout=10)
+    assert bad.status_code == 400 and "lacks column(s)" in bad.json()["error"]
+
+
+def test_weights_split_traffic_and_metrics_count_each_version(served: dict[str, Any]) -> None:
+    """With version 2 at 30 %, both versions take traffic near their shares, and /metrics counts each."""
+    backend: LocalBackend = served["backend"]
+    backend.deploy("small-model", 1, served["sources"][1], weight=100)
+    status = backend.deploy("small-model", 2, served["sources"][2], weight=30)
+    assert {v: s["weight"] for v, s in status["versions"].items()} == {1: 70, 2: 30}
+    url = status["router"]["url"]
+    before = _counts(httpx.get(f"{url}/metrics", timeout=10).text)
+    seen: Counter[str] = Counter()
+    with httpx.Client(timeout=10) as client:
+        for record in served["records"] * 10:
+            seen[
+                client.post(f"{url}/invocations", json={"dataframe_records": [record]}).headers["x-model-version"]
+            ] += 1
+    assert 30 <= seen["2"] <= 90, seen  # expected 60 of 200; the bounds are about 4.5 standard deviations
+    metrics = httpx.get(f"{url}/metrics", timeout=10).text
+    after = _counts(metrics)
+    assert {v: after.get(v, 0) - before.get(v, 0) for v in ("1", "2")} == {v: float(seen[v]) for v in ("1", "2")}
+    assert 'mlops_request_latency_seconds_bucket{le="0.05",version="1"}' in metrics
+    samples = (served["ws"] / "serving" / "small-model" / "samples.jsonl").read_text("utf-8").splitlines()
+    assert samples and {"version", "records", "predictions"} <= set(json.loads(samples[0]))
+
+
+def test_a_dead_version_shows_in_status_and_rollback_keeps_serving(served: dict[str, Any]) -> None:
+    """Kill version 2's server: status says so; rollback to 1 sends all traffic there and every request succeeds."""
+    backend: LocalBackend = served["backend"]
+    backend.deploy("small-model", 1, served["sources"][1], weight=100)
+    status = backend.deploy("small-model", 2, served["sources"][2], weight=50)
+    os.kill(status["versions"][2]["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while _alive(status["versions"][2]["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    status = backend.status("small-model")
+    assert status["versions"][2]["alive"] is False and status["versions"][1]["alive"] is True
+    rolled = backend.rollback("small-model", 1)
+    assert list(rolled["versions"]) == [1] and rolled["versions"][1]["weight"] == 100
+    url = rolled["router"]["url"]
+    with httpx.Client(timeout=10) as client:
+        codes = {
+            client.post(f"{url}/invocations", json={"dataframe_records": [r]}).status_code for r in served["records"]
+        }
+    assert codes == {200}
+
+
+def test_down_stops_every_process(served: dict[str, Any], tmp_path: Path) -> None:
+    """After down, no server or router of the workspace is alive and no state is left."""
+    backend: LocalBackend = served["backend"]
+    backend.deploy("small-model", 1, served["sources"][1], weight=100)
+    status = backend.deploy("small-model", 2, served["sources"][2], weight=10)
+    pids = [status["router"]["pid"], *(s["pid"] for s in status["versions"].values())]
+    assert all(_alive(pid) for pid in pids)
+    backend.down()
+    assert not any(_alive(pid) for pid in pids)
+    assert backend.models() == []

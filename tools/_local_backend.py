@@ -1,0 +1,276 @@
+"""The embedded serving backend: real server processes on loopback, their state in the workspace.
+
+``ServingBackend`` is the protocol a Kubernetes backend implements too: deploy a version,
+set weights, report status, roll back, stop. ``LocalBackend`` keeps, per model,
+``<workspace>/serving/<model>/state.json`` (processes, ports, weights) and ``routes.json``
+(what the router reads), so a later command finds the servers, sees which died, and
+``stop`` ends them all. Processes run in their own session so a Ctrl-C of the command that
+started them does not take production down with it; ``stop``/``down`` is how they end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+from mlops_supervisor.policies import InvalidInputError, RunError
+
+__all__ = ["LocalBackend", "ServingBackend"]
+
+
+class ServingBackend(Protocol):
+    """What a serving backend offers the deployment tools."""
+
+    def deploy(self, model: str, version: int, model_uri: str, *, weight: int) -> dict[str, Any]:
+        """Start ``version`` (if it is not running) and give it ``weight`` percent of traffic."""
+        ...
+
+    def set_weights(self, model: str, weights: dict[int, int]) -> dict[str, Any]:
+        """Split traffic between running versions; weights sum to 100."""
+        ...
+
+    def status(self, model: str) -> dict[str, Any]:
+        """Versions, weights, processes and health as they are now."""
+        ...
+
+    def rollback(self, model: str, to_version: int) -> dict[str, Any]:
+        """All traffic to ``to_version``; every other version stopped."""
+        ...
+
+    def stop(self, model: str) -> dict[str, Any]:
+        """Stop every process of ``model`` and forget its state."""
+        ...
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# The Popen objects of the processes this process started: kept so they are reaped, not
+# garbage-collected while running (which Python reports as a ResourceWarning).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    if pid in _CHILDREN:
+        return _CHILDREN[pid].poll() is None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child still answers kill(0); reap it if it is ours
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return done == 0
+
+
+def _terminate(pid: int | None, grace: float = 5.0) -> None:
+    if not _alive(pid):
+        return
+    assert pid is not None
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.05)
+    if _alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+    child = _CHILDREN.pop(pid, None)
+    if child is not None:
+        child.wait(timeout=grace)
+
+
+class LocalBackend:
+    """Model servers and a router per model, as processes on loopback."""
+
+    def __init__(self, workspace: Path, *, tracking_uri: str, startup_timeout: float = 60.0) -> None:
+        self.root = Path(workspace) / "serving"
+        self.tracking_uri = tracking_uri
+        self.startup_timeout = startup_timeout
+
+    # --- state ---------------------------------------------------------------------------
+
+    def _dir(self, model: str) -> Path:
+        return self.root / model
+
+    def _state(self, model: str) -> dict[str, Any]:
+        path = self._dir(model) / "state.json"
+        if not path.exists():
+            return {"model": model, "router": None, "versions": {}}
+        state: dict[str, Any] = json.loads(path.read_text("utf-8"))
+        return state
+
+    def _save(self, model: str, state: dict[str, Any]) -> None:
+        home = self._dir(model)
+        home.mkdir(parents=True, exist_ok=True)
+        for name, value in (
+            ("state.json", state),
+            (
+                "routes.json",
+                {
+                    "versions": {
+                        v: {"url": f"http://127.0.0.1:{s['port']}", "weight": s["weight"]}
+                        for v, s in state["versions"].items()
+                    }
+                },
+            ),
+        ):
+            tmp = home / f".{name}.{uuid.uuid4().hex}"
+            tmp.write_text(json.dumps(value, indent=2), "utf-8")
+            os.replace(tmp, home / name)
+
+    # --- processes -------------------------------------------------------------------------
+
+    def _spawn(self, model: str, args: list[str], log: str) -> tuple[int, int]:
+        port = _free_port()
+        home = self._dir(model)
+        home.mkdir(parents=True, exist_ok=True)
+        with (home / log).open("ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "mlops_supervisor.tools._serve", *args, "--port", str(port)],
+                stdout=out,
+                stderr=out,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        _CHILDREN[proc.pid] = proc
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                tail = (home / log).read_text("utf-8", "replace")[-1500:]
+                raise RunError(f"{args[0]} process for {model} exited with {proc.returncode} on start: {tail}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    return proc.pid, port
+            except httpx.TransportError:
+                time.sleep(0.1)
+        _terminate(proc.pid)
+        raise RunError(f"{args[0]} process for {model} did not answer /health within {self.startup_timeout:g} s")
+
+    def _ensure_router(self, model: str, state: dict[str, Any]) -> None:
+        router = state.get("router")
+        if router and _alive(router["pid"]):
+            return
+        home = self._dir(model)
+        pid, port = self._spawn(
+            model,
+            ["router", "--routes", str(home / "routes.json"), "--samples", str(home / "samples.jsonl")],
+            "router.log",
+        )
+        state["router"] = {"pid": pid, "port": port, "url": f"http://127.0.0.1:{port}"}
+
+    # --- the protocol ----------------------------------------------------------------------
+
+    def deploy(
+        self, model: str, version: int, model_uri: str, *, weight: int, fail_rate: float = 0.0
+    ) -> dict[str, Any]:
+        """Start ``version``'s server if needed, give it ``weight`` and the rest to the others by their shares."""
+        state = self._state(model)
+        key = str(version)
+        current = state["versions"].get(key)
+        if current is None or not _alive(current["pid"]):
+            args = ["model", "--model-uri", model_uri, "--tracking-uri", self.tracking_uri, "--version", key]
+            if fail_rate:
+                args += ["--fail-rate", str(fail_rate)]
+            pid, port = self._spawn(model, args, f"version-{key}.log")
+            state["versions"][key] = {"pid": pid, "port": port, "weight": 0, "model_uri": model_uri}
+        others = {v: s for v, s in state["versions"].items() if v != key}
+        total = sum(s["weight"] for s in others.values()) or 1
+        for s in others.values():
+            s["weight"] = round(s["weight"] * (100 - weight) / total) if others else 0
+        state["versions"][key]["weight"] = weight if others else 100
+        self._save(model, state)
+        self._ensure_router(model, state)
+        self._save(model, state)
+        return self.status(model)
+
+    def set_weights(self, model: str, weights: dict[int, int]) -> dict[str, Any]:
+        """Split traffic between running versions; weights must name running versions and sum to 100."""
+        state = self._state(model)
+        unknown = sorted(str(v) for v in weights if str(v) not in state["versions"])
+        if unknown or sum(weights.values()) != 100 or any(w < 0 for w in weights.values()):
+            raise InvalidInputError(
+                "invalid_weights",
+                f"weights {weights} must name running versions of {model} "
+                f"({', '.join(state['versions']) or 'none'}) and sum to 100",
+            )
+        for v, s in state["versions"].items():
+            s["weight"] = weights.get(int(v), 0)
+        self._save(model, state)
+        return self.status(model)
+
+    def status(self, model: str) -> dict[str, Any]:
+        """Versions with weight, pid, port and whether the process lives; the router likewise."""
+        state = self._state(model)
+        router = state.get("router")
+        return {
+            "model": model,
+            "router": {**router, "alive": _alive(router["pid"])} if router else None,
+            "versions": {
+                int(v): {
+                    "weight": s["weight"],
+                    "pid": s["pid"],
+                    "port": s["port"],
+                    "alive": _alive(s["pid"]),
+                    "model_uri": s["model_uri"],
+                }
+                for v, s in sorted(state["versions"].items(), key=lambda kv: int(kv[0]))
+            },
+        }
+
+    def rollback(self, model: str, to_version: int) -> dict[str, Any]:
+        """All traffic to ``to_version`` first, then every other version stopped."""
+        state = self._state(model)
+        key = str(to_version)
+        if key not in state["versions"] or not _alive(state["versions"][key]["pid"]):
+            raise RunError(f"version {to_version} of {model} is not running; cannot roll back to it")
+        for v, s in state["versions"].items():
+            s["weight"] = 100 if v == key else 0
+        self._save(model, state)
+        for v in [v for v in state["versions"] if v != key]:
+            _terminate(state["versions"][v]["pid"])
+            del state["versions"][v]
+        self._save(model, state)
+        return self.status(model)
+
+    def stop(self, model: str) -> dict[str, Any]:
+        """Stop the router and every version of ``model``; forget its state."""
+        state = self._state(model)
+        pids = [s["pid"] for s in state["versions"].values()]
+        if state.get("router"):
+            pids.append(state["router"]["pid"])
+        for pid in pids:
+            _terminate(pid)
+        for name in ("state.json", "routes.json"):
+            (self._dir(model) / name).unlink(missing_ok=True)
+        return {"model": model, "stopped": len(pids)}
+
+    def models(self) -> list[str]:
+        """Models with serving state in this workspace."""
+        if not self.root.exists():
+            return []
+        return sorted(p.parent.name for p in self.root.glob("*/state.json"))
+
+    def down(self) -> list[dict[str, Any]]:
+        """Stop everything this workspace serves."""
+        return [self.stop(model) for model in self.models()]

@@ -1,0 +1,51 @@
+"""Process entry points of the local serving backend (started by ``LocalBackend``).
+
+python -m mlops_supervisor.tools._serve model --model-uri URI --tracking-uri URI --version N --port P
+python -m mlops_supervisor.tools._serve router --routes FILE --samples FILE --port P
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve one model version or one router on loopback until terminated."""
+    os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    parser = argparse.ArgumentParser(prog="mlops_supervisor.tools._serve")
+    sub = parser.add_subparsers(dest="kind", required=True)
+    model = sub.add_parser("model")
+    model.add_argument("--model-uri", required=True)
+    model.add_argument("--tracking-uri", required=True)
+    model.add_argument("--version", required=True)
+    model.add_argument("--port", type=int, required=True)
+    model.add_argument("--fail-rate", type=float, default=0.0)
+    router = sub.add_parser("router")
+    router.add_argument("--routes", type=Path, required=True)
+    router.add_argument("--samples", type=Path, required=True)
+    router.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+
+    import uvicorn
+
+    from mlops_supervisor.policies import PatternRedactor
+    from mlops_supervisor.tools._serving import build_model_app, build_router_app
+
+    if args.kind == "model":
+        app = build_model_app(
+            args.model_uri, tracking_uri=args.tracking_uri, version=args.version, fail_rate=args.fail_rate
+        )
+    else:
+        app = build_router_app(args.routes, samples_path=args.samples, redactor=PatternRedactor())
+    uvicorn.run(
+        app, host="127.0.0.1", port=args.port, loop="uvloop", http="httptools", log_level="warning", access_log=False
+    )
+
+
+if __name__ == "__main__":
+    main()
