@@ -5,7 +5,7 @@ from mlops_supervisor.agents._spec import AgentSpec
 SPEC = AgentSpec(
     name="deployment",
     role="deploys evaluated models as canaries, promotes approved ones and rolls back",
-    tools=("deploy_model", "promote_model", "rollback_model", "endpoint_status"),
+    tools=("deploy_model", "advance_canary", "promote_model", "rollback_model", "endpoint_status"),
     duties=(
         "deploy only versions with passing evaluation evidence",
         "step canary traffic up only after analysis passes",

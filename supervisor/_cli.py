@@ -206,6 +206,25 @@ def rollback(
 
 
 @app.command()
+def down(
+    model_name: Annotated[str | None, typer.Argument(metavar="[MODEL]", help="one model; omit for all")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Stop the model servers and routers this workspace runs."""
+    from mlops_supervisor._settings import Settings
+    from mlops_supervisor.tools._local_backend import LocalBackend
+    from mlops_supervisor.tools._mlflow import default_tracking_uri
+
+    root = _workspace_path()
+    backend = LocalBackend(root, tracking_uri=Settings().mlflow_tracking_uri or default_tracking_uri(root))
+    stopped = [backend.stop(model_name)] if model_name else backend.down()
+    if as_json:
+        sys.stdout.write(json.dumps({"status": "done", "stopped": stopped}) + "\n")
+    else:
+        out.print(f"stopped {sum(s['stopped'] for s in stopped)} processes of {len(stopped)} model(s) in {root}")
+
+
+@app.command()
 def run(
     spec: Annotated[Path, typer.Argument(help="pipeline spec (YAML); `mlops-supervisor spec schema` shows its form")],
     stop_after: Annotated[Stage, typer.Option("--stop-after", help="last stage to run")] = Stage.monitor,

@@ -14,6 +14,7 @@ from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
 from mlops_supervisor.policies import ToolNotAvailableError, verify_audit_log
+from mlops_supervisor.tools._deployment_tools import deployment_tools
 from mlops_supervisor.tools._evaluation import evaluation_tools
 from mlops_supervisor.tools._lifecycle_tools import data_tools, experimentation_tools
 from mlops_supervisor.tools._registry import GovernedTool, ToolContext, ToolRegistry
@@ -28,12 +29,6 @@ class _NoArgs(BaseModel):
 
 class _ModelArgs(BaseModel):
     model: str = Field(description="registered model name")
-
-
-class _DeployArgs(BaseModel):
-    model: str = Field(description="registered model name")
-    version: int = Field(ge=1, description="model version number")
-    target: str = Field(default="canary", description="staging or canary")
 
 
 class _AuditSummaryArgs(BaseModel):
@@ -130,28 +125,8 @@ def build_tool_registry(ctx: ToolContext) -> ToolRegistry:
             *evaluation_tools(ctx),
             *registry_tools(ctx),
             # deployment
-            _declared(
-                "deploy_model",
-                "Deploy an evaluated model version to staging or as a canary.",
-                _DeployArgs,
-                mutates=True,
-                arrives=_DEPLOY,
-            ),
             promotion_tool(ctx),
-            _declared(
-                "rollback_model",
-                "Restore the last known-good version in traffic and in the registry alias.",
-                _ModelArgs,
-                mutates=True,
-                arrives=_DEPLOY,
-            ),
-            _declared(
-                "endpoint_status",
-                "Versions, weights and health of a model's endpoint.",
-                _ModelArgs,
-                mutates=False,
-                arrives=_DEPLOY,
-            ),
+            *deployment_tools(ctx),
             # observability (read-only)
             _audit_summary(ctx),
             _declared(

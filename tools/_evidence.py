@@ -115,11 +115,15 @@ def version_evidence(client: Any, model: str, version: int) -> VersionEvidence:
         champion: int | None = int(client.get_model_version_by_alias(model, "champion").version)
     except Exception:  # noqa: BLE001 - no champion alias yet
         champion = None
+    tags = dict(mv.tags)
+    canary = tags.get("mlops.canary.passed")
     return VersionEvidence(
         model=model,
         version=version,
-        evaluation=_evaluation(client, model, version, dict(mv.tags)),
+        evaluation=_evaluation(client, model, version, tags),
         champion_version=champion,
+        deployed="mlops.deployed.at" in tags,
+        canary_passed=None if canary in (None, "pending") else canary == "true",
     )
 
 

@@ -284,7 +284,15 @@ def promotion_tool(ctx: ToolContext) -> GovernedTool:
     registry = _Registry(ctx)
 
     def promote_model(model: str, version: int) -> str:
-        return _json(registry.set_alias(model, version, "champion", action="promote_model"))
+        promoted = registry.set_alias(model, version, "champion", action="promote_model")
+        from mlops_supervisor.tools._local_backend import LocalBackend
+
+        backend = LocalBackend(ctx.workspace, tracking_uri=registry.uri)
+        running = {v for v, s in backend.status(model)["versions"].items() if s["alive"]}
+        if version in running:
+            # full traffic to the champion; the others keep running at 0 for an instant rollback
+            promoted["traffic"] = backend.set_weights(model, {v: 100 if v == version else 0 for v in running})
+        return _json(promoted)
 
     def gate(args: Mapping[str, Any]) -> GateResult:
         return registry.alias_gate({**args, "alias": "champion"}, action="promote_model")

@@ -70,6 +70,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         assert result.status == "done", result.report.summary
         run_id = next(o.output for o in result.outputs if o.tool == "train_model")["best"]["run_id"]
         sup.tools.get("register_model").tool.invoke({"model": "small-model", "run_id": run_id})
+        sup.tools.get("evaluate_model").tool.invoke({"model": "small-model", "version": 2})
+        sup.tools.get("register_model").tool.invoke({"model": "small-model", "run_id": run_id})  # 3: not evaluated
     uri = f"sqlite:///{ws / 'mlflow.db'}"
     with using_store(uri) as client:
         sources = {v: client.get_model_version("small-model", str(v)).source for v in (1, 2)}
@@ -157,3 +159,64 @@ def test_down_stops_every_process(served: dict[str, Any], tmp_path: Path) -> Non
     backend.down()
     assert not any(_alive(pid) for pid in pids)
     assert backend.models() == []
+
+
+def test_deploy_without_a_passing_evaluation_is_refused_and_starts_nothing(served: dict[str, Any]) -> None:
+    """`deploy small-model version 3` (never evaluated): refused at the policy node, exit 3, no process started."""
+    served["backend"].down()
+    with Supervisor(served["ws"], user="alice") as sup:
+        result = sup.ask("deploy small-model version 3 to canary")
+    assert (result.status, result.exit_code) == ("refused", 3)
+    assert "evaluation_missing" in {d.reason_code for d in result.decisions}
+    assert served["backend"].status("small-model")["versions"] == {}
+
+
+def _traffic(url: str, records: list[dict[str, Any]], n: int) -> Counter[int]:
+    codes: Counter[int] = Counter()
+    with httpx.Client(timeout=10) as client:
+        for i in range(n):
+            codes[
+                client.post(f"{url}/invocations", json={"dataframe_records": [records[i % len(records)]]}).status_code
+            ] += 1
+    return codes
+
+
+def test_a_canary_killed_mid_analysis_is_rolled_back_and_stable_keeps_serving(served: dict[str, Any]) -> None:
+    """Version 1 serves; version 2 canaries at 10 %; its server dies; the analysis fails and rolls back by itself."""
+    served["backend"].down()
+    with Supervisor(served["ws"], user="alice") as sup:
+        tools = sup.tools
+        first = json.loads(tools.get("deploy_model").tool.invoke({"model": "small-model", "version": 1}))
+        assert first["role"] == "first" and first["weight"] == 100
+        url = first["status"]["router"]["url"]
+        assert _traffic(url, served["records"], 120) == Counter({200: 120})
+        smoke = json.loads(tools.get("advance_canary").tool.invoke({"model": "small-model"}))
+        assert (smoke["verdict"], smoke.get("canary")) == ("pass", "passed")
+        canary = json.loads(tools.get("deploy_model").tool.invoke({"model": "small-model", "version": 2}))
+        assert (canary["role"], canary["weight"], canary["stable"]) == ("canary", 10, 1)
+        _traffic(url, served["records"], 100)
+        os.kill(canary["status"]["versions"]["2"]["pid"], signal.SIGKILL)  # JSON keys are strings
+        during = _traffic(url, served["records"], 150)
+        assert during[502] > 0  # requests routed to the dead canary fail until the analysis acts
+        verdict = json.loads(tools.get("advance_canary").tool.invoke({"model": "small-model"}))
+    assert verdict["verdict"] == "fail" and "error rate" in verdict["reasons"][0]
+    assert verdict["rollback"]["to_version"] == 1
+    status = served["backend"].status("small-model")
+    assert list(status["versions"]) == [1] and status["versions"][1]["weight"] == 100
+    assert _traffic(url, served["records"], 100) == Counter({200: 100})
+    with using_store(served["uri"]) as client:
+        tags = client.get_model_version("small-model", "2").tags
+    assert tags["mlops.canary.passed"] == "false" and "canary analysis failed" in tags["mlops.rollback.reason"]
+
+
+def test_cli_down_stops_what_a_deploy_started(served: dict[str, Any], cli: Any) -> None:
+    """`mlops-supervisor down --json` in another process ends every server and router of the workspace."""
+    status = served["backend"].deploy("small-model", 1, served["sources"][1], weight=100)
+    pids = [status["router"]["pid"], status["versions"][1]["pid"]]
+    done = cli("down", "--json", ws=served["ws"])
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["stopped"] == [{"model": "small-model", "stopped": 2}]
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in pids)

@@ -1,0 +1,98 @@
+"""Canary analysis as a pure function: canary against stable over one window of traffic.
+
+The verdict is ``pass`` (take the next traffic step), ``fail`` (roll back now) or
+``inconclusive`` (too little traffic to say: hold, never promote on it).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = ["CanaryThresholds", "CanaryVerdict", "VersionWindow", "analyze_canary", "p95_from_buckets"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class VersionWindow(_Frozen):
+    """What one version served during the window."""
+
+    requests: int
+    errors: int
+    p95_seconds: float | None
+
+    @property
+    def error_rate(self) -> float:
+        """Errors over requests (0 without requests)."""
+        return self.errors / self.requests if self.requests else 0.0
+
+
+class CanaryThresholds(_Frozen):
+    """How much worse than stable a canary may be."""
+
+    min_requests: int = 100
+    max_error_rate_increase: float = 0.01
+    max_p95_latency_ratio: float = 1.5
+
+
+class CanaryVerdict(_Frozen):
+    """pass, fail or inconclusive, with the reasons and the numbers behind them."""
+
+    verdict: Literal["pass", "fail", "inconclusive"]
+    reasons: tuple[str, ...]
+    canary: VersionWindow
+    stable: VersionWindow | None
+
+
+def p95_from_buckets(buckets: list[tuple[float, float]]) -> float | None:
+    """The 95th percentile from cumulative histogram buckets ``(upper_bound, count)``, by the bucket's bound."""
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    target = 0.95 * buckets[-1][1]
+    for bound, count in buckets:
+        if count >= target:
+            return bound
+    return buckets[-1][0]
+
+
+def analyze_canary(canary: VersionWindow, stable: VersionWindow | None, limits: CanaryThresholds) -> CanaryVerdict:
+    """Judge the canary's window against the stable version's, under ``limits``."""
+    failures: list[str] = []
+    baseline_errors = stable.error_rate if stable else 0.0
+    # Errors judge early once there are a few of them: a canary that is down must not wait for
+    # min_requests before traffic comes off it.
+    judged = canary.requests >= limits.min_requests or canary.errors >= 5
+    if judged and canary.error_rate - baseline_errors > limits.max_error_rate_increase:
+        failures.append(
+            f"error rate {canary.error_rate:.2%} vs stable {baseline_errors:.2%} "
+            f"(allowed increase {limits.max_error_rate_increase:.2%})"
+        )
+    if (
+        stable is not None
+        and canary.p95_seconds is not None
+        and stable.p95_seconds
+        and canary.requests >= limits.min_requests
+        and canary.p95_seconds / stable.p95_seconds > limits.max_p95_latency_ratio
+    ):
+        failures.append(
+            f"p95 latency {canary.p95_seconds * 1000:.1f} ms vs stable {stable.p95_seconds * 1000:.1f} ms "
+            f"(allowed ratio {limits.max_p95_latency_ratio:g})"
+        )
+    if failures:
+        return CanaryVerdict(verdict="fail", reasons=tuple(failures), canary=canary, stable=stable)
+    if canary.requests < limits.min_requests:
+        return CanaryVerdict(
+            verdict="inconclusive",
+            reasons=(f"{canary.requests} canary requests in the window; at least {limits.min_requests} needed",),
+            canary=canary,
+            stable=stable,
+        )
+    return CanaryVerdict(
+        verdict="pass",
+        reasons=(f"{canary.requests} requests, error rate {canary.error_rate:.2%}, within limits",),
+        canary=canary,
+        stable=stable,
+    )
