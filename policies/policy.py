@@ -18,6 +18,7 @@ __all__ = [
     "ApprovalSettings",
     "EvaluationRules",
     "Limits",
+    "MonitoringRules",
     "PiiRules",
     "Policy",
     "ToolRules",
@@ -98,6 +99,16 @@ class EvaluationRules(_Strict):
         return self
 
 
+class MonitoringRules(_Strict):
+    """When live traffic raises an alert."""
+
+    psi_threshold: float = Field(default=0.2, gt=0)
+    p_value: float = Field(default=0.01, gt=0, lt=1)
+    min_samples: int = Field(default=100, ge=10)
+    max_error_rate: float = Field(default=0.05, ge=0, le=1)
+    max_p99_latency_ms: float = Field(default=250, gt=0)
+
+
 class Policy(_Strict):
     """A validated policy; ``digest`` fingerprints the exact text it came from."""
 
@@ -109,6 +120,7 @@ class Policy(_Strict):
     pii: PiiRules = PiiRules()
     training: TrainingRules = TrainingRules()
     evaluation: EvaluationRules = EvaluationRules()
+    monitoring: MonitoringRules = MonitoringRules()
     source: str = Field(default="built-in default", exclude=True)
     digest: str = Field(default="", exclude=True)
 

@@ -17,6 +17,7 @@ from mlops_supervisor.policies import ToolNotAvailableError, verify_audit_log
 from mlops_supervisor.tools._deployment_tools import deployment_tools
 from mlops_supervisor.tools._evaluation import evaluation_tools
 from mlops_supervisor.tools._lifecycle_tools import data_tools, experimentation_tools
+from mlops_supervisor.tools._observability_tools import observability_tools
 from mlops_supervisor.tools._registry import GovernedTool, ToolContext, ToolRegistry
 from mlops_supervisor.tools._registry_tools import promotion_tool, registry_tools
 
@@ -25,10 +26,6 @@ __all__ = ["build_tool_registry"]
 
 class _NoArgs(BaseModel):
     pass
-
-
-class _ModelArgs(BaseModel):
-    model: str = Field(description="registered model name")
 
 
 class _AuditSummaryArgs(BaseModel):
@@ -112,7 +109,6 @@ def _show_policy(ctx: ToolContext) -> GovernedTool:
     return GovernedTool(tool=tool, mutates=False)
 
 
-_DEPLOY = "it arrives with the deployment and monitoring tools"
 _GUARD = "it arrives with the Presidio redaction and injection guard"
 
 
@@ -129,20 +125,7 @@ def build_tool_registry(ctx: ToolContext) -> ToolRegistry:
             *deployment_tools(ctx),
             # observability (read-only)
             _audit_summary(ctx),
-            _declared(
-                "service_metrics",
-                "Latency percentiles, error rate and throughput per version.",
-                _ModelArgs,
-                mutates=False,
-                arrives=_DEPLOY,
-            ),
-            _declared(
-                "drift_report",
-                "Per-feature drift of live requests against the training reference.",
-                _ModelArgs,
-                mutates=False,
-                arrives=_DEPLOY,
-            ),
+            *observability_tools(ctx),
             # security
             _verify_audit_chain(ctx),
             _show_policy(ctx),

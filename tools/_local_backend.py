@@ -128,10 +128,11 @@ class LocalBackend:
             (
                 "routes.json",
                 {
+                    "sample_rate": state.get("sample_rate", 0.1),
                     "versions": {
                         v: {"url": f"http://127.0.0.1:{s['port']}", "weight": s["weight"]}
                         for v, s in state["versions"].items()
-                    }
+                    },
                 },
             ),
         ):
@@ -218,6 +219,14 @@ class LocalBackend:
             s["weight"] = weights.get(int(v), 0)
         self._save(model, state)
         return self.status(model)
+
+    def set_sample_rate(self, model: str, rate: float) -> None:
+        """The share of successful requests the router keeps (redacted) for drift checks."""
+        if not 0 <= rate <= 1:
+            raise InvalidInputError("invalid_sample_rate", f"sample rate {rate} must be between 0 and 1")
+        state = self._state(model)
+        state["sample_rate"] = rate
+        self._save(model, state)
 
     def status(self, model: str) -> dict[str, Any]:
         """Versions with weight, pid, port and whether the process lives; the router likewise."""

@@ -8,8 +8,8 @@ gets a 400 that names it. It is a small Starlette app over the scikit-learn mode
 
 The router splits traffic between versions by weight, forwards each request to the chosen
 version's server, and keeps per-version Prometheus metrics (requests by status, latency
-histogram) at ``/metrics`` plus a redacted sample of requests and predictions for drift
-checks. Its routes live in a JSON file it re-reads when the file changes, so a weight change
+histogram) at ``/metrics`` plus a redacted random sample (``sample_rate`` of requests, 10 %
+by default) of requests and predictions for drift checks. Its routes live in a JSON file it re-reads when the file changes, so a weight change
 is a file write, not a restart.
 """
 
@@ -127,16 +127,19 @@ class _Routes:
         self.path = path
         self.mtime = -1.0
         self.versions: dict[str, dict[str, Any]] = {}
+        self.sample_rate = 0.1
 
     def current(self) -> dict[str, dict[str, Any]]:
         mtime = os.stat(self.path).st_mtime
         if mtime != self.mtime:
-            self.versions = json.loads(self.path.read_text("utf-8"))["versions"]
+            routes = json.loads(self.path.read_text("utf-8"))
+            self.versions = routes["versions"]
+            self.sample_rate = float(routes.get("sample_rate", 0.1))
             self.mtime = mtime
         return self.versions
 
 
-def build_router_app(routes_path: Path, *, samples_path: Path, redactor: Redactor, sample_every: int = 10) -> Starlette:
+def build_router_app(routes_path: Path, *, samples_path: Path, redactor: Redactor) -> Starlette:
     """The traffic router of one model: weighted split, per-version metrics, redacted samples."""
     import httpx
     from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -156,7 +159,6 @@ def build_router_app(routes_path: Path, *, samples_path: Path, redactor: Redacto
     )
     client = httpx.AsyncClient(timeout=10.0, limits=httpx.Limits(max_keepalive_connections=64))
     picker = random.Random()
-    counter = {"n": 0}
 
     async def invocations(request: Request) -> Response:
         versions = {v: r for v, r in routes.current().items() if r.get("weight", 0) > 0}
@@ -174,8 +176,7 @@ def build_router_app(routes_path: Path, *, samples_path: Path, redactor: Redacto
             status, content = 502, json.dumps({"error": f"version {version} unreachable: {exc}"}).encode()
         latency.labels(version).observe(time.perf_counter() - started)
         requests_total.labels(version, str(status)).inc()
-        counter["n"] += 1
-        if status == 200 and counter["n"] % sample_every == 0:
+        if status == 200 and picker.random() < routes.sample_rate:
             _sample(samples_path, redactor, version, body, content)
         return Response(
             content, status_code=status, media_type="application/json", headers={"x-model-version": version}

@@ -220,3 +220,36 @@ def test_cli_down_stops_what_a_deploy_started(served: dict[str, Any], cli: Any) 
     while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(_alive(pid) for pid in pids)
+
+
+def test_metrics_and_drift_report_raise_alerts_on_shifted_traffic(served: dict[str, Any]) -> None:
+    """Held-out rows as traffic: no drift. The same rows 25 years older: age drifts, with the rollback command."""
+    served["backend"].down()
+    (served["ws"] / "serving" / "small-model" / "samples.jsonl").unlink(missing_ok=True)
+    test = pd.read_parquet(next(served["ws"].glob("datasets/*/splits/*/test.parquet")))
+    features = [c for c in test.columns if c not in ("class", "sex")]
+    rows = json.loads(test[features].to_json(orient="records"))
+    batches = [rows[i : i + 5] for i in range(0, len(rows), 5)]
+    with Supervisor(served["ws"], user="alice") as sup:
+        tools = sup.tools
+        deployed = json.loads(tools.get("deploy_model").tool.invoke({"model": "small-model", "version": 1}))
+        served["backend"].set_sample_rate("small-model", 1.0)
+        url = deployed["status"]["router"]["url"]
+        with httpx.Client(timeout=10) as client:
+            for batch in batches:
+                client.post(f"{url}/invocations", json={"dataframe_records": batch})
+        calm = json.loads(tools.get("drift_report").tool.invoke({"model": "small-model"}))
+        metrics = json.loads(tools.get("service_metrics").tool.invoke({"model": "small-model"}))
+        (served["ws"] / "serving" / "small-model" / "samples.jsonl").unlink()
+        with httpx.Client(timeout=10) as client:
+            for batch in batches:
+                older = [{**row, "age": row["age"] + 25} for row in batch]
+                client.post(f"{url}/invocations", json={"dataframe_records": older})
+        shifted = json.loads(tools.get("drift_report").tool.invoke({"model": "small-model"}))
+    assert metrics["versions"]["1"]["requests"] == len(batches) and metrics["versions"]["1"]["error_rate"] == 0
+    assert metrics["versions"]["1"]["p99_ms"] is not None and Path(metrics["plot"]).exists()
+    assert calm["live_rows"] == len(rows) and calm["drifted"] == [], calm["features"]
+    assert shifted["drifted"] == ["age"]
+    alert = next(a for a in shifted["alerts"] if a.get("feature") == "age")
+    assert alert["runbook"]["rollback"] == "mlops-supervisor rollback small-model"
+    assert Path(shifted["plot"]).exists()

@@ -1,0 +1,281 @@
+"""The observability agent's tools (read-only): service metrics per version, drift, alerts, plots.
+
+``service_metrics`` reads the router's Prometheus metrics: requests, error rate, latency
+percentiles from the histogram and throughput since the router started. ``drift_report``
+compares the router's redacted request sample with the training split of the version that
+takes the most traffic (``_drift.drift_table``), adds prediction drift against the training
+labels, and raises alerts from the policy's ``monitoring`` thresholds. Each alert carries a
+runbook: how to verify, how to mitigate, and the exact rollback command. Both write a PNG
+under ``<workspace>/reports/<model>/`` for people who would rather look than read.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+from langchain_core.tools import StructuredTool
+from pydantic import BaseModel, Field
+
+from mlops_supervisor.policies import InvalidInputError
+from mlops_supervisor.tools._deployment_tools import read_window
+from mlops_supervisor.tools._drift import drift_table, psi
+from mlops_supervisor.tools._local_backend import LocalBackend
+from mlops_supervisor.tools._mlflow import default_tracking_uri, using_store
+from mlops_supervisor.tools._registry import GovernedTool, ToolContext
+
+__all__ = ["observability_tools"]
+
+
+class _ModelArgs(BaseModel):
+    model: str = Field(description="registered model name")
+
+
+def _percentile(buckets: dict[str, float], q: float) -> float | None:
+    ordered = sorted(((float("inf") if le == "+Inf" else float(le)), c) for le, c in buckets.items())
+    if not ordered or ordered[-1][1] <= 0:
+        return None
+    target = q * ordered[-1][1]
+    for bound, count in ordered:
+        if count >= target:
+            return None if bound == float("inf") else bound
+    return None
+
+
+def _runbook(model: str, what: str) -> dict[str, str]:
+    return {
+        "verify": f'mlops-supervisor ask "status {model}" and open the latest PNG under reports/{model}/ ({what})',
+        "mitigate": "find the cause (upstream data change, a bad deploy); retrain on recent data with "
+        "`mlops-supervisor run SPEC` and take the new version through evaluation and a canary",
+        "rollback": f"mlops-supervisor rollback {model}",
+    }
+
+
+class _Observer:
+    def __init__(self, ctx: ToolContext) -> None:
+        self.ctx = ctx
+        self.uri = ctx.tracking_uri or default_tracking_uri(ctx.workspace)
+        self.backend = LocalBackend(Path(ctx.workspace), tracking_uri=self.uri)
+
+    def _reports(self, model: str) -> Path:
+        path = Path(self.ctx.workspace) / "reports" / model
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _router(self, model: str) -> dict[str, Any]:
+        router = self.backend.status(model)["router"]
+        if not router or not router["alive"]:
+            raise InvalidInputError("not_serving", f"{model} has no running router in this workspace; deploy it first")
+        return dict(router)
+
+    def metrics(self, model: str) -> dict[str, Any]:
+        router = self._router(model)
+        text = httpx.get(f"{router['url']}/metrics", timeout=10).text
+        window = read_window(text)
+        created = {
+            line.split('version="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("mlops_requests_created")
+        }
+        limits = self.ctx.policy.monitoring
+        versions, alerts = {}, []
+        for version, w in sorted(window.items()):
+            requests = w["requests"]
+            p99 = _percentile(w["buckets"], 0.99)
+            stats = {
+                "requests": int(requests),
+                "error_rate": round(w["errors"] / requests, 6) if requests else 0.0,
+                "p50_ms": None if (p := _percentile(w["buckets"], 0.5)) is None else p * 1000,
+                "p95_ms": None if (p := _percentile(w["buckets"], 0.95)) is None else p * 1000,
+                "p99_ms": None if p99 is None else p99 * 1000,
+                "throughput_rps": round(requests / max(time.time() - created.get(version, time.time()), 1e-9), 3),
+            }
+            versions[version] = stats
+            if requests and stats["error_rate"] > limits.max_error_rate:
+                alerts.append(
+                    {
+                        "kind": "error_rate",
+                        "version": version,
+                        "message": f"version {version} errors on {stats['error_rate']:.2%} of requests "
+                        f"(limit {limits.max_error_rate:.2%})",
+                        "runbook": _runbook(model, "error rate"),
+                    }
+                )
+            if stats["p99_ms"] is not None and stats["p99_ms"] > limits.max_p99_latency_ms:
+                alerts.append(
+                    {
+                        "kind": "latency",
+                        "version": version,
+                        "message": f"version {version} p99 {stats['p99_ms']:.0f} ms (limit "
+                        f"{limits.max_p99_latency_ms:g} ms)",
+                        "runbook": _runbook(model, "latency"),
+                    }
+                )
+        plot = self._latency_plot(model, window)
+        return {
+            "model": model,
+            "versions": versions,
+            "alerts": alerts,
+            "plot": str(plot) if plot else None,
+            "note": "percentiles are the upper bounds of the histogram buckets they fall in",
+        }
+
+    def _latency_plot(self, model: str, window: dict[str, Any]) -> Path | None:
+        if not window:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for version, w in sorted(window.items()):
+            ordered = sorted((float(le), c) for le, c in w["buckets"].items() if le != "+Inf")
+            total = w["buckets"].get("+Inf", 0) or 1
+            ax.plot([b * 1000 for b, _ in ordered], [c / total for _, c in ordered], marker="o", label=f"v{version}")
+        ax.set(xscale="log", xlabel="latency (ms)", ylabel="share of requests at or below", title=f"{model} latency")
+        ax.legend()
+        path = self._reports(model) / f"latency-{int(time.time())}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        return path
+
+    def drift(self, model: str) -> dict[str, Any]:
+        status = self.backend.status(model)
+        serving = [(s["weight"], v) for v, s in status["versions"].items() if s["alive"]]
+        if not serving:
+            raise InvalidInputError("not_serving", f"{model} serves no version in this workspace; deploy it first")
+        version = max(serving)[1]
+        with using_store(self.uri) as client:
+            tags = client.get_model_version(model, str(version)).tags
+        split = (
+            Path(self.ctx.workspace)
+            / "datasets"
+            / tags["mlops.data.digest"]
+            / "splits"
+            / tags["mlops.split.key"]
+            / "train.parquet"
+        )
+        reference = pd.read_parquet(split)
+        samples = Path(self.ctx.workspace) / "serving" / model / "samples.jsonl"
+        rows: list[dict[str, Any]] = []
+        predictions: list[Any] = []
+        if samples.exists():
+            for line in samples.read_text("utf-8").splitlines()[-5000:]:
+                item = json.loads(line)
+                rows += item["records"]
+                predictions += item.get("predictions") or []
+        current = pd.DataFrame(rows)
+        limits = self.ctx.policy.monitoring
+        table = drift_table(
+            reference.drop(columns=[tags.get("mlops.target", "")], errors="ignore"),
+            current,
+            psi_threshold=limits.psi_threshold,
+            p_value=limits.p_value,
+            min_samples=limits.min_samples,
+        )
+        prediction = None
+        classes = json.loads(tags.get("mlops.target.classes", "null") or "null")
+        if classes and len(predictions) >= limits.min_samples:
+            target = reference[tags["mlops.target"]].astype(str).map({str(c): i for i, c in enumerate(classes)})
+            ref_share = np.bincount(target.dropna().astype(int), minlength=len(classes)) / max(target.notna().sum(), 1)
+            live_share = np.bincount(np.asarray(predictions, dtype=int), minlength=len(classes)) / len(predictions)
+            prediction = {
+                "psi": psi(ref_share, live_share),
+                "reference_shares": ref_share.round(4).tolist(),
+                "live_shares": live_share.round(4).tolist(),
+            }
+        drifted = [c for c, r in table.items() if r["drifted"]]
+        alerts = [
+            {
+                "kind": "data_drift",
+                "feature": c,
+                "message": f"{c} drifted: PSI {table[c]['psi']:.3f} (limit {limits.psi_threshold}), "
+                f"{table[c]['test']} p={table[c]['p_value']:.2g}",
+                "runbook": _runbook(model, f"drift of {c}"),
+            }
+            for c in drifted
+        ]
+        if prediction and prediction["psi"] > limits.psi_threshold:
+            alerts.append(
+                {
+                    "kind": "prediction_drift",
+                    "message": f"prediction shares moved: PSI {prediction['psi']:.3f}",
+                    "runbook": _runbook(model, "prediction drift"),
+                }
+            )
+        plot = self._drift_plot(model, table, limits.psi_threshold)
+        return {
+            "model": model,
+            "version": version,
+            "live_rows": len(current),
+            "reference_rows": len(reference),
+            "drifted": drifted,
+            "features": table,
+            "prediction": prediction,
+            "alerts": alerts,
+            "plot": str(plot) if plot else None,
+        }
+
+    def _drift_plot(self, model: str, table: dict[str, Any], threshold: float) -> Path | None:
+        judged = {c: r["psi"] for c, r in table.items() if r.get("judged")}
+        if not judged:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(8, 4))
+        names = list(judged)
+        ax.bar(
+            names, [judged[n] for n in names], color=["tab:red" if table[n]["drifted"] else "tab:blue" for n in names]
+        )
+        ax.axhline(threshold, color="black", linestyle="--", label=f"PSI limit {threshold}")
+        ax.set(ylabel="PSI", title=f"{model}: drift of live requests against training data")
+        ax.tick_params(axis="x", rotation=60)
+        ax.legend()
+        path = self._reports(model) / f"drift-{int(time.time())}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        return path
+
+
+def observability_tools(ctx: ToolContext) -> list[GovernedTool]:
+    """service_metrics and drift_report (both read-only)."""
+    observer = _Observer(ctx)
+
+    def service_metrics(model: str) -> str:
+        return json.dumps(observer.metrics(model), default=str)
+
+    def drift_report(model: str) -> str:
+        return json.dumps(observer.drift(model), default=str)
+
+    return [
+        GovernedTool(
+            StructuredTool.from_function(
+                func=service_metrics,
+                name="service_metrics",
+                args_schema=_ModelArgs,
+                description="Requests, error rate, latency percentiles and throughput per version, with alerts.",
+            ),
+            mutates=False,
+        ),
+        GovernedTool(
+            StructuredTool.from_function(
+                func=drift_report,
+                name="drift_report",
+                args_schema=_ModelArgs,
+                description="Per-feature drift (PSI with KS or chi-square) of live requests against the training "
+                "data, prediction drift, and alerts with runbooks.",
+            ),
+            mutates=False,
+        ),
+    ]
