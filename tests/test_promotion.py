@@ -188,10 +188,15 @@ def test_an_approval_of_one_version_does_not_promote_another(ws: Path) -> None:
     thread = _ask_promotion(ws, 1)
     with _sup(ws, "carol") as sup:
         assert sup.approve(thread).status == "done"
-    with _sup(ws, "alice") as sup, pytest.raises(GateRefusedError) as caught:
-        sup.tools.get("promote_model").tool.invoke({"model": MODEL, "version": 2})
+    with _sup(ws, "alice") as sup:
+        with pytest.raises(GateRefusedError) as caught:
+            sup.tools.get("promote_model").tool.invoke({"model": MODEL, "version": 2})
+        # with a champion in place, a new evaluation also compares against it on the same rows
+        again = json.loads(sup.tools.get("evaluate_model").tool.invoke({"model": MODEL, "version": 2}))
     assert caught.value.decision.reason_code.value == "approval_missing"
     assert _champion(ws) == 1
+    assert again["champion"]["version"] == 1 and again["champion"]["passed"] is True
+    assert again["champion"]["challenger"] == again["champion"]["champion"]  # the same model, scored twice
 
 
 def test_two_concurrent_promotions_exactly_one_wins(ws: Path) -> None:

@@ -355,11 +355,6 @@ class _Evaluator:
         metrics: dict[str, float],
         classification: bool,
     ) -> dict[str, Any] | None:
-        import mlflow
-        from mlflow.models import MetricThreshold
-        from mlflow.models.evaluation import EvaluationResult
-        from mlflow.models.evaluation.validation import ModelValidationFailedException
-
         try:
             champion = client.get_model_version_by_alias(model, "champion")
         except Exception:  # noqa: BLE001 - no champion yet: nothing to beat
@@ -368,21 +363,11 @@ class _Evaluator:
             return None
         theirs = self._metrics(self._score(champion.source, test, spec, classes), classification)
         metric = spec.training.metric if spec.training.metric in metrics else next(iter(metrics))
-        rule = spec.evaluation.champion
-        threshold = MetricThreshold(  # type: ignore[no-untyped-call]
-            min_absolute_change=rule.min_absolute_improvement or None,
-            min_relative_change=rule.min_relative_improvement or None,
-            greater_is_better=metric not in _LOSSES,
+        passed, why = beats_champion(
+            metric, metrics[metric], theirs[metric], spec.evaluation.champion, greater_is_better=metric not in _LOSSES
         )
-        try:
-            mlflow.validate_evaluation_results(
-                {metric: threshold},
-                EvaluationResult(metrics={metric: metrics[metric]}, artifacts={}),  # type: ignore[no-untyped-call]
-                EvaluationResult(metrics={metric: theirs[metric]}, artifacts={}),  # type: ignore[no-untyped-call]
-            )
-            passed, why = True, ""
-        except ModelValidationFailedException as exc:
-            passed, why = False, f"does not beat champion version {champion.version} on {metric}: {exc}"
+        if not passed:
+            why = f"does not beat champion version {champion.version} on {metric}: {why}"
         return {
             "version": int(champion.version),
             "metric": metric,
@@ -391,6 +376,36 @@ class _Evaluator:
             "passed": passed,
             "why": why,
         }
+
+
+def beats_champion(metric: str, ours: float, theirs: float, rule: Any, *, greater_is_better: bool) -> tuple[bool, str]:
+    """Whether a challenger's ``ours`` beats the champion's ``theirs`` by the rule's minimums.
+
+    With both minimums at zero the challenger must simply not be worse. MLflow's
+    ``validate_evaluation_results`` accepts only positive minimums, so it judges the rest.
+    """
+    import mlflow
+    from mlflow.models import MetricThreshold
+    from mlflow.models.evaluation import EvaluationResult
+    from mlflow.models.evaluation.validation import ModelValidationFailedException
+
+    if not rule.min_absolute_improvement and not rule.min_relative_improvement:
+        worse = ours < theirs if greater_is_better else ours > theirs
+        return (not worse, f"{ours:.4f} vs champion {theirs:.4f}" if worse else "")
+    threshold = MetricThreshold(  # type: ignore[no-untyped-call]
+        min_absolute_change=rule.min_absolute_improvement or None,
+        min_relative_change=rule.min_relative_improvement or None,
+        greater_is_better=greater_is_better,
+    )
+    try:
+        mlflow.validate_evaluation_results(
+            {metric: threshold},
+            EvaluationResult(metrics={metric: ours}, artifacts={}),  # type: ignore[no-untyped-call]
+            EvaluationResult(metrics={metric: theirs}, artifacts={}),  # type: ignore[no-untyped-call]
+        )
+    except ModelValidationFailedException as exc:
+        return False, str(exc)
+    return True, ""
 
 
 def _markdown(report: dict[str, Any], plots: list[str]) -> str:

@@ -100,3 +100,17 @@ def test_policy_cannot_widen_the_estimator_allow_list(tmp_path: Path) -> None:
     path.write_text("training: {estimators: [xgboost.XGBClassifier]}\n", "utf-8")
     with pytest.raises(PolicyFileError, match=r"not on it: xgboost\.XGBClassifier"):
         load_policy(path)
+
+
+def test_champion_comparison_with_and_without_a_minimum_improvement() -> None:
+    """Zero minimums: not worse is enough (MLflow rejects zero); positive minimums go through MLflow's validator."""
+    from mlops_supervisor.tools._evaluation import beats_champion
+    from mlops_supervisor.tools._spec import ChampionComparison
+
+    none = ChampionComparison()
+    assert beats_champion("roc_auc", 0.90, 0.90, none, greater_is_better=True) == (True, "")
+    assert beats_champion("roc_auc", 0.89, 0.90, none, greater_is_better=True)[0] is False
+    assert beats_champion("log_loss", 0.30, 0.31, none, greater_is_better=False)[0] is True
+    strict = ChampionComparison(min_absolute_improvement=0.01)
+    assert beats_champion("roc_auc", 0.905, 0.90, strict, greater_is_better=True)[0] is False
+    assert beats_champion("roc_auc", 0.92, 0.90, strict, greater_is_better=True) == (True, "")
