@@ -70,7 +70,8 @@ _PATTERNS: dict[str, str] = {
         r"\b[\"']?\s*[:=]\s*[\"']?(?P<secret_value>[^\s\"',;]{6,})"
     ),
     "EMAIL_ADDRESS": r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b",
-    "CREDIT_CARD": r"\b\d(?:[ -]?\d){12,18}\b",
+    # not inside a decimal number: 0.9530706587432183 is a float, not a card
+    "CREDIT_CARD": r"(?<![\d.])(?<!\d\.)\d(?:[ -]?\d){12,18}(?!\d|\.\d)",
 }
 
 _COMBINED = re.compile(

@@ -293,11 +293,19 @@ def spec_check(spec: Annotated[Path, typer.Argument(help="pipeline spec (YAML)")
 
 
 @app.command()
-def demo(as_json: JsonFlag = False) -> None:
-    """Walk through the governed flow on the embedded default, offline."""
+def demo(
+    as_json: JsonFlag = False,
+    keep_serving: Annotated[bool, typer.Option("--keep-serving", help="leave the model servers running")] = False,
+) -> None:
+    """Run the whole governed lifecycle on the embedded default, offline, with real servers."""
     from mlops_supervisor._demo import run_demo
 
-    result = run_demo(OPTIONS.workspace or Path(".mlops"), requester=OPTIONS.user, console=None if as_json else err)
+    result = run_demo(
+        OPTIONS.workspace or Path(".mlops"),
+        requester=OPTIONS.user,
+        console=None if as_json else err,
+        keep_serving=keep_serving,
+    )
     _emit(result, as_json)
 
 

@@ -1,15 +1,25 @@
-"""``mlops-supervisor demo``: the governed flow on the embedded default, offline.
+"""``mlops-supervisor demo``: the whole governed lifecycle on the embedded default, offline.
 
-It runs the stages that exist on real parts: the data and training stages of
-``examples/adult-income.yaml`` on the workspace's MLflow store, then the governance around
-the stages still to come: allow-lists against a hostile model, an approval held until a
-different, listed person answers, and the audit chain that records it all.
+On real parts: data, training, evaluation with fairness and registration of
+``examples/adult-income.yaml`` on the workspace's MLflow store; version 1 served by a real
+model server behind a real router, held-out rows as traffic, its analysis, a promotion held
+until a different, listed person approves; monitoring with a shifted window that raises a
+drift alert; a second version whose canary server is killed mid-analysis and rolled back
+automatically while version 1 keeps serving; a hostile model against the allow-lists; and
+the audit chain that records it all. Servers stop at the end unless ``keep_serving``.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
+import httpx
+import pandas as pd
 import yaml
 from rich.console import Console
 
@@ -26,8 +36,49 @@ DEMO_APPROVER = "demo-approver"
 EXAMPLE_SPEC = Path(__file__).resolve().parents[1] / "examples" / "adult-income.yaml"
 
 
-def run_demo(workspace: Path, *, requester: str | None = None, console: Console | None = None) -> RunResult:
-    """Run the demo in ``workspace/demo`` and return its six-section report as a result."""
+def _traffic(url: str, rows: list[dict[str, Any]], requests: int, *, batch: int = 1) -> Counter[int]:
+    """Send ``requests`` invocations of ``batch`` rows each; the status codes seen."""
+    codes: Counter[int] = Counter()
+    with httpx.Client(timeout=10) as client:
+        for i in range(requests):
+            chunk = [rows[(i * batch + j) % len(rows)] for j in range(batch)]
+            codes[client.post(f"{url}/invocations", json={"dataframe_records": chunk}).status_code] += 1
+    return codes
+
+
+def _outputs(result: RunResult) -> dict[str, Any]:
+    """The structured outputs of the tools that ran ok, by tool name (the latest call wins)."""
+    return {o.tool: o.output for o in result.outputs if o.outcome == "ok" and isinstance(o.output, dict)}
+
+
+def _held_out_rows(root: Path) -> list[dict[str, Any]]:
+    from mlops_supervisor.tools import load_spec
+
+    spec = load_spec(EXAMPLE_SPEC).spec
+    test = pd.read_parquet(next(root.glob("datasets/*/splits/*/test.parquet")))
+    features = [c for c in test.columns if c not in {spec.data.target, *spec.data.sensitive_features}]
+    rows: list[dict[str, Any]] = json.loads(test[features].to_json(orient="records"))
+    return rows
+
+
+def run_demo(
+    workspace: Path, *, requester: str | None = None, console: Console | None = None, keep_serving: bool = False
+) -> RunResult:
+    """Run the demo in ``workspace/demo`` and return its six-section report as a result.
+
+    Whatever happens (an error, Ctrl-C), its servers are stopped unless ``keep_serving``.
+    """
+    try:
+        return _run_demo(workspace, requester=requester, console=console, keep_serving=keep_serving)
+    finally:
+        if not keep_serving:
+            from mlops_supervisor.tools._local_backend import LocalBackend
+
+            root = Path(workspace).expanduser().absolute() / "demo"
+            LocalBackend(root, tracking_uri=f"sqlite:///{root / 'mlflow.db'}").down()
+
+
+def _run_demo(workspace: Path, *, requester: str | None, console: Console | None, keep_serving: bool) -> RunResult:
     root = Path(workspace).expanduser().absolute() / "demo"
     root.mkdir(parents=True, exist_ok=True)
     requester = requester or default_user()
@@ -67,7 +118,7 @@ def run_demo(workspace: Path, *, requester: str | None = None, console: Console 
         model, version = "adult-income-classifier", 0
         if EXAMPLE_SPEC.exists():
             trained = sup.run_pipeline(EXAMPLE_SPEC, stop_after="register")
-            out = {o.tool: o.output for o in trained.outputs if o.outcome == "ok"}
+            out = _outputs(trained)
             best, evaluation = out.get("train_model"), out.get("evaluate_model")
             check(
                 "data validated, PII-scanned, versioned and split; candidates trained and logged",
@@ -88,6 +139,22 @@ def run_demo(workspace: Path, *, requester: str | None = None, console: Console 
             version = int(evaluation["version"]) if evaluation else 0
         else:
             say(f"[yellow]skipped[/]: {EXAMPLE_SPEC} is not here (the demo runs it from a source checkout)")
+
+        say("[bold]3b. Version 1 goes live: its own server behind the router, held-out rows as traffic[/]")
+        url = ""
+        if version:
+            deployed = sup.ask(f"deploy {model} version {version}")
+            out = _outputs(deployed)
+            url = out["deploy_model"]["status"]["router"]["url"] if "deploy_model" in out else ""
+            rows = _held_out_rows(root)
+            codes = _traffic(url, rows, 150) if url else Counter()
+            smoke = sup.ask(f"analyze canary {model}")
+            verdict = _outputs(smoke).get("advance_canary", {})
+            check(
+                "version 1 deployed, served 150 requests, analysis passed",
+                codes == Counter({200: 150}) and verdict.get("canary") == "passed",
+                f"router {url}; {dict(codes)}; verdict {verdict.get('verdict')}: {'; '.join(verdict.get('reasons', []))}",
+            )
 
         say("[bold]4. A promotion to production is held for a human approval[/]")
         held = sup.ask(f"promote {model} version {max(version, 1)} to production")
@@ -112,6 +179,46 @@ def run_demo(workspace: Path, *, requester: str | None = None, console: Console 
         else approved.report.summary,
     )
 
+    if url:
+        with Supervisor(root, model="offline", user=requester, policy=policy_path) as sup:
+            say("[bold]6b. Monitoring: a window of traffic from people 15 years older than the training data[/]")
+            older = [{**row, "age": row["age"] + 15} for row in rows]
+            _traffic(url, older, 150, batch=10)
+            watched = sup.ask(f"metrics {model} then drift {model}")
+            out = _outputs(watched)
+            drift = out.get("drift_report", {})
+            alert = next((a for a in drift.get("alerts", []) if a.get("feature") == "age"), None)
+            check(
+                "drift alert on age, with a runbook",
+                alert is not None,
+                f"{alert['message']}; rollback: `{alert['runbook']['rollback']}`; plot {drift.get('plot')}"
+                if alert
+                else f"drifted: {drift.get('drifted')}",
+            )
+
+            say("[bold]6c. Version 2 as a canary; its server is killed mid-analysis[/]")
+            second = sup.run_pipeline(EXAMPLE_SPEC, stop_after="evaluate")
+            out = _outputs(second)
+            v2 = int(out["evaluate_model"]["version"]) if "evaluate_model" in out else 0
+            canary = sup.ask(f"deploy {model} version {v2} to canary")
+            out = _outputs(canary)
+            pid = out.get("deploy_model", {}).get("status", {}).get("versions", {}).get(str(v2), {}).get("pid")
+            _traffic(url, rows, 60)
+            if pid:
+                os.kill(pid, signal.SIGKILL)
+            during = _traffic(url, rows, 100)
+            judged = sup.ask(f"analyze canary {model}")
+            verdict = _outputs(judged).get("advance_canary", {})
+            after = _traffic(url, rows, 100)
+            rolled = verdict.get("rollback", {})
+            check(
+                "faulty canary rolled back automatically; version 1 kept serving",
+                verdict.get("verdict") == "fail" and rolled.get("to_version") == version and after == {200: 100},
+                f"version {v2} at 10 %: {during.get(502, 0)} of 100 requests failed while it was down; verdict "
+                f"{verdict.get('verdict')} ({'; '.join(verdict.get('reasons', []))}); traffic back on version "
+                f"{rolled.get('to_version')}; the next 100 requests: {dict(after)}",
+            )
+
     say("[bold]7. A hostile model tries every other specialist's tools[/]")
     with Supervisor(root, model=f"scripted:{script_path}", user="mallory", policy=policy_path) as hostile:
         attack = hostile.ask("do everything")
@@ -127,6 +234,14 @@ def run_demo(workspace: Path, *, requester: str | None = None, console: Console 
         f"{len(denied)} calls denied",
     )
 
+    if not keep_serving:
+        from mlops_supervisor.tools._local_backend import LocalBackend
+
+        stopped = LocalBackend(root, tracking_uri=f"sqlite:///{root / 'mlflow.db'}").down()
+        check(
+            "servers stopped", True, f"{sum(s['stopped'] for s in stopped)} processes (keep them with --keep-serving)"
+        )
+
     audit = verify_audit_log(root / "audit.jsonl")
     check("audit chain intact", audit.ok, f"{audit.lines} hash-chained lines in {root / 'audit.jsonl'}")
 
@@ -134,15 +249,20 @@ def run_demo(workspace: Path, *, requester: str | None = None, console: Console 
     lines = [f"- {'pass' if ok else 'FAIL'}: {label} ({detail})" for label, ok, detail in checks]
     report = Report(
         plan="1. help  2. verify audit, show policy  3. data, training, evaluation, registration on Adult  "
-        "4. promote (held)  5. self-approval  6. approval by the demo approver  7. hostile model  8. audit verify",
+        "3b. deploy version 1, traffic, analysis  4. promote (held)  5. self-approval  6. approval by the demo "
+        "approver  6b. shifted traffic, drift alert  6c. faulty canary, automatic rollback  7. hostile model  "
+        "8. audit verify",
         design=f"Offline planner; policy {policy_path} names `{DEMO_APPROVER}` as the only approver. "
         f"`{DEMO_APPROVER}` is a demo identity so the flow can run unattended; in real use the "
         "approver is a person listed in your policy file.",
         changes="The Adult data set was versioned and split in the demo workspace, its candidates were logged "
-        "to its MLflow store, the best was registered, evaluated (report, plots, fairness) and made challenger, "
-        "then champion after the approval. Nothing was deployed: serving arrives in a later version.",
+        "to its MLflow store, the best was registered, evaluated (report, plots, fairness) and made challenger; "
+        "version 1 was deployed, analysed and promoted to champion with full traffic after the approval; "
+        "version 2 was deployed as a canary, failed its analysis and was rolled back.",
         verification="\n".join(lines),
-        rollback="Nothing to roll back. Remove the demo with `rm -r " + str(root) + "`.",
+        rollback=f"`mlops-supervisor --workspace {root.parent} rollback {model}` would restore the last known-good "
+        f"version; `mlops-supervisor --workspace {root} down` stops any server left running. Remove the demo "
+        f"with `rm -r {root}`.",
         summary=("All governance checks held." if passed else "Some governance checks FAILED.")
         + f" Threads, checkpoints, logs and the audit log are in {root}.",
     )

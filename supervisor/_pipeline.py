@@ -58,7 +58,10 @@ def playbook(loaded: LoadedSpec, stop_after: str) -> list[dict[str, Any]]:
         ],
         "register": [("registry", "set_alias", {"model": model, "version": version, "alias": "challenger"})],
         "deploy": [("deployment", "deploy_model", {"model": model, "version": version})],
-        "monitor": [("observability", "service_metrics", {"model": model})],
+        "monitor": [
+            ("observability", "service_metrics", {"model": model}),
+            ("observability", "drift_report", {"model": model}),
+        ],
     }
     commands = []
     for stage in STAGES[: STAGES.index(stop_after) + 1]:

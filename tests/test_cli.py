@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -207,4 +208,13 @@ def test_demo_runs_the_data_and_training_stages_and_the_governance_checks(cli: C
     assert "FAIL" not in verification
     assert "candidates trained and logged (best gradient-boosting" in verification
     assert "the version is champion" in verification
+    for step in (
+        "version 1 deployed, served 150 requests, analysis passed",
+        "drift alert on age",
+        "faulty canary rolled back automatically; version 1 kept serving",
+        "servers stopped",
+    ):
+        assert f"pass: {step}" in verification
+    leftover = subprocess.run(["pgrep", "-f", f"{workspace}/demo"], capture_output=True, text=True, check=False)
+    assert leftover.stdout.strip() == ""  # no server or router of the demo is left running
     assert (workspace / "demo" / "mlflow.db").exists()
