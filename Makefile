@@ -8,7 +8,7 @@ demo: setup
 	.venv/bin/mlops-supervisor demo
 
 test: setup
-	.venv/bin/pytest -q
+	.venv/bin/pytest -q -n 2 --dist loadfile
 
 lint: setup
 	.venv/bin/ruff check .

@@ -53,12 +53,19 @@ def cli(workspace: Path) -> CliRun:
     """Run the installed ``mlops-supervisor`` in a separate process against ``workspace``."""
 
     def run(
-        *args: str, user: str = "alice", policy: Path | None = None, ws: Path | None = None, cwd: Path | None = None
+        *args: str,
+        user: str = "alice",
+        policy: Path | None = None,
+        ws: Path | None = None,
+        cwd: Path | None = None,
+        timeout: float = 120,
     ) -> subprocess.CompletedProcess[str]:
         cmd = [CLI, "--workspace", str(ws or workspace), "--as", user]
         if policy is not None:
             cmd += ["--policy", str(policy)]
         env = {**os.environ, "COLUMNS": "200"}  # keep rich from wrapping messages the tests read
-        return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=120, cwd=cwd, check=False, env=env)
+        return subprocess.run(
+            [*cmd, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False, env=env
+        )
 
     return run
