@@ -11,7 +11,8 @@ if [ "$(cat .venv/.setup-stamp 2>/dev/null)" != "$want" ]; then
   echo "setting up .venv from requirements.lock (hash-checked)..." >&2
   # pip's config on some machines names extra local indexes; its 'is ignored' noise is dropped.
   { .venv/bin/python -m pip install -q --require-hashes -r requirements-bootstrap.txt 2>&1; } | { grep -v 'is ignored' || true; }
-  .venv/bin/uv pip install -q --python .venv/bin/python --require-hashes -r requirements.lock
+  # Compile bytecode once here: otherwise every fresh process (CLI, model servers) pays for it.
+  .venv/bin/uv pip install -q --python .venv/bin/python --require-hashes --compile-bytecode -r requirements.lock
   .venv/bin/uv pip install -q --python .venv/bin/python --no-deps -e .
   echo "$want" > .venv/.setup-stamp
 fi
