@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["CanaryThresholds", "CanaryVerdict", "VersionWindow", "analyze_canary", "p95_from_buckets"]
+__all__ = ["CanaryThresholds", "CanaryVerdict", "VersionWindow", "analyze_canary", "quantile_from_buckets"]
 
 
 class _Frozen(BaseModel):
@@ -47,11 +47,11 @@ class CanaryVerdict(_Frozen):
     stable: VersionWindow | None
 
 
-def p95_from_buckets(buckets: list[tuple[float, float]]) -> float | None:
-    """The 95th percentile from cumulative histogram buckets ``(upper_bound, count)``, by the bucket's bound."""
+def quantile_from_buckets(buckets: list[tuple[float, float]], q: float) -> float | None:
+    """The ``q`` quantile from sorted cumulative histogram buckets ``(upper_bound, count)``, by the bucket's bound."""
     if not buckets or buckets[-1][1] <= 0:
         return None
-    target = 0.95 * buckets[-1][1]
+    target = q * buckets[-1][1]
     for bound, count in buckets:
         if count >= target:
             return bound

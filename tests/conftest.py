@@ -19,6 +19,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -43,6 +44,17 @@ def policy_file(tmp_path: Path) -> Path:
     held = {"required_for": ["promote_model", "show_policy"]}
     path.write_text(yaml.safe_dump({"approvers": ["release-manager"], "approval": held}), "utf-8")
     return path
+
+
+def with_overrides(spec: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """``spec`` with each ``a__b__c=value`` set at ``spec[a][b][c]`` (in place; returned for chaining)."""
+    for dotted, value in changes.items():
+        node = spec
+        *parents, leaf = dotted.split("__")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return spec
 
 
 CliRun = Callable[..., subprocess.CompletedProcess[str]]

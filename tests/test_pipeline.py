@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from mlops_supervisor import Supervisor
 from mlops_supervisor._settings import Settings
-from tests.conftest import ADULT, EXAMPLE_SPEC, CliRun
+from tests.conftest import ADULT, EXAMPLE_SPEC, CliRun, with_overrides
 from tests.tools.test_data import FIRST, LAST, planted_pii
 
 
@@ -255,12 +255,7 @@ def small_spec(tmp_path: Path, frame: pd.DataFrame | None = None, **overrides: A
         },
         "model": {"name": "small-model"},
     }
-    for key, value in overrides.items():
-        node = spec
-        *parents, leaf = key.split("__")
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
+    with_overrides(spec, **overrides)
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec), "utf-8")
     return path

@@ -25,7 +25,7 @@ from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
 from mlops_supervisor.policies import GateRefusedError, InvalidInputError
-from mlops_supervisor.policies.canary import CanaryThresholds, VersionWindow, analyze_canary, p95_from_buckets
+from mlops_supervisor.policies.canary import CanaryThresholds, VersionWindow, analyze_canary, quantile_from_buckets
 from mlops_supervisor.policies.gates import evaluate_challenger_gate
 from mlops_supervisor.tools._evidence import model_lock, version_evidence
 from mlops_supervisor.tools._local_backend import LocalBackend
@@ -79,7 +79,7 @@ def _delta(now: dict[str, Any], then: dict[str, Any] | None) -> VersionWindow:
     )
     finite = [(bound, count) for bound, count in buckets if bound != float("inf")]
     total = buckets[-1][1] if buckets else 0.0
-    p95 = p95_from_buckets([*finite, (finite[-1][0] if finite else 0.0, total)]) if total else None
+    p95 = quantile_from_buckets([*finite, (finite[-1][0] if finite else 0.0, total)], 0.95) if total else None
     return VersionWindow(
         requests=int(now["requests"] - then["requests"]), errors=int(now["errors"] - then["errors"]), p95_seconds=p95
     )

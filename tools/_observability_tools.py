@@ -23,6 +23,7 @@ from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
 from mlops_supervisor.policies import InvalidInputError
+from mlops_supervisor.policies.canary import quantile_from_buckets
 from mlops_supervisor.tools._deployment_tools import read_window
 from mlops_supervisor.tools._drift import drift_table, psi
 from mlops_supervisor.tools._local_backend import LocalBackend
@@ -37,14 +38,10 @@ class _ModelArgs(BaseModel):
 
 
 def _percentile(buckets: dict[str, float], q: float) -> float | None:
+    """A quantile from Prometheus ``le`` buckets; None when it falls in the open-ended last bucket."""
     ordered = sorted(((float("inf") if le == "+Inf" else float(le)), c) for le, c in buckets.items())
-    if not ordered or ordered[-1][1] <= 0:
-        return None
-    target = q * ordered[-1][1]
-    for bound, count in ordered:
-        if count >= target:
-            return None if bound == float("inf") else bound
-    return None
+    value = quantile_from_buckets(ordered, q)
+    return None if value is None or value == float("inf") else value
 
 
 def _runbook(model: str, what: str) -> dict[str, str]:

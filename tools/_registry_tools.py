@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from mlops_supervisor.policies import Decision, GateRefusedError, ReasonCode
 from mlops_supervisor.policies.gates import (
+    ApprovalRecord,
     evaluate_approval_record,
     evaluate_challenger_gate,
     evaluate_champion_gate,
@@ -132,12 +133,15 @@ class _Registry:
             "tags": tags,
         }
 
-    def _champion_allowed(self, client: Any, model: str, version: int, action: str) -> Decision:
+    def _champion_allowed(
+        self, client: Any, model: str, version: int, action: str
+    ) -> tuple[Decision, ApprovalRecord | None]:
+        """The champion gate and the approval it needs, read once (verifying the audit chain is not free)."""
         evidence = version_evidence(client, model, version)
         max_age = self.ctx.policy.evaluation.max_age_hours
         decision = evaluate_champion_gate(evidence, max_age_hours=max_age, now=self.now(), action=action)
         if not decision.allowed:
-            return decision
+            return decision, None
         record = approval_record(self.ctx.audit, model=model, version=version, action=CHAMPION_ACTION)
         return evaluate_approval_record(
             record,
@@ -147,17 +151,18 @@ class _Registry:
             current_digest=evidence_digest(evidence),
             approvers=self.ctx.policy.approvers,
             now=self.now(),
-        )
+        ), record
 
     def set_alias(self, model: str, version: int, alias: str, *, action: str = "set_alias") -> dict[str, Any]:
         with model_lock(self.ctx.workspace, model), using_store(self.uri) as client:
+            record = None
             if alias == "challenger":
                 evidence = version_evidence(client, model, version)
                 decision = evaluate_challenger_gate(
                     evidence, max_age_hours=self.ctx.policy.evaluation.max_age_hours, now=self.now(), action=action
                 )
             elif alias == "champion":
-                decision = self._champion_allowed(client, model, version, action)
+                decision, record = self._champion_allowed(client, model, version, action)
             else:
                 decision = Decision.deny(
                     action,
@@ -171,7 +176,6 @@ class _Registry:
             stamp = self.now().isoformat()
             client.set_model_version_tag(model, str(version), f"mlops.alias.{alias}.at", stamp)
             if alias == "champion":
-                record = approval_record(self.ctx.audit, model=model, version=version, action=CHAMPION_ACTION)
                 assert record is not None  # the gate above allowed only with one
                 for key, value in (
                     ("approver", record.approver),

@@ -11,17 +11,11 @@ import yaml
 from mlops_supervisor.policies import InvalidInputError, load_policy
 from mlops_supervisor.tools import load_spec, spec_json_schema
 from mlops_supervisor.tools._training import plan_search
-from tests.conftest import EXAMPLE_SPEC
+from tests.conftest import EXAMPLE_SPEC, with_overrides
 
 
 def _write(tmp_path: Path, **changes: Any) -> Path:
-    spec = yaml.safe_load(EXAMPLE_SPEC.read_text("utf-8"))
-    for dotted, value in changes.items():
-        node = spec
-        *parents, leaf = dotted.split("__")
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
+    spec = with_overrides(yaml.safe_load(EXAMPLE_SPEC.read_text("utf-8")), **changes)
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec), "utf-8")
     return path
