@@ -24,6 +24,7 @@ from mlops_supervisor._planner import parse_request
 from mlops_supervisor._report import build_report
 from mlops_supervisor._results import (
     DecisionRecord,
+    EndpointSummary,
     PendingApproval,
     Report,
     RunResult,
@@ -383,16 +384,55 @@ class Supervisor:
             )
         check = verify_audit_log(self.audit.path)
         waiting = [t for t in threads if t.status == "awaiting_approval"]
+        endpoints = self.endpoints()
+        down = [f"{e.model} {p}" for e in endpoints for p in e.down]
+        stray = sum(len(e.stray) for e in endpoints)
         return WorkspaceStatus(
             workspace=str(self.workspace.root),
             threads=threads,
             audit_intact=check.ok,
             audit_lines=check.lines,
+            endpoints=endpoints,
             report=Report(
                 summary=f"{len(threads)} thread(s), {len(waiting)} awaiting approval; audit chain "
                 + ("intact" if check.ok else f"broken at line {check.bad_line}: {check.problem}")
+                + f"; {len(endpoints)} endpoint(s)"
+                + (
+                    f", not running: {', '.join(down)} (`mlops-supervisor up` restarts them, "
+                    "`mlops-supervisor down` stops the rest)"
+                    if down
+                    else ""
+                )
+                + (
+                    f"; {stray} stray server process(es) that no route uses (a command stopped while starting "
+                    "them; `mlops-supervisor down` stops them)"
+                    if stray
+                    else ""
+                )
             ),
         )
+
+    def endpoints(self) -> list[EndpointSummary]:
+        """Each model this workspace serves, with whether its router and versions are running now."""
+        from mlops_supervisor.tools._local_backend import LocalBackend
+
+        backend = LocalBackend(self.workspace.root, tracking_uri=self.settings.mlflow_tracking_uri or "")
+        summaries = []
+        for model in backend.models():
+            now = backend.status(model)
+            router = now["router"] or {}
+            summaries.append(
+                EndpointSummary(
+                    model=model,
+                    url=router.get("url"),
+                    router_alive=bool(router.get("alive")),
+                    versions={
+                        v: {k: s[k] for k in ("weight", "alive", "pid", "port")} for v, s in now["versions"].items()
+                    },
+                    stray=now["stray"],
+                )
+            )
+        return summaries
 
     def mermaid(self) -> str:
         """The graph's Mermaid drawing."""

@@ -205,23 +205,50 @@ def rollback(
     _emit(result, as_json)
 
 
-@app.command()
-def down(
-    model_name: Annotated[str | None, typer.Argument(metavar="[MODEL]", help="one model; omit for all")] = None,
-    as_json: JsonFlag = False,
-) -> None:
-    """Stop the model servers and routers this workspace runs."""
+def _backend_models(model_name: str | None) -> tuple[Any, list[str]]:
+    """The workspace's serving backend and the models a command acts on (all, or the one named)."""
     from mlops_supervisor._settings import Settings
     from mlops_supervisor.tools._local_backend import LocalBackend
     from mlops_supervisor.tools._mlflow import default_tracking_uri
 
     root = _workspace_path()
     backend = LocalBackend(root, tracking_uri=Settings().mlflow_tracking_uri or default_tracking_uri(root))
-    stopped = [backend.stop(model_name)] if model_name else backend.down()
+    known = backend.models()
+    if model_name is not None and model_name not in known:
+        raise UsageError(
+            f"model {model_name!r} has no serving state in {root}; served here: {', '.join(known) or 'none'}"
+        )
+    return backend, [model_name] if model_name else known
+
+
+@app.command()
+def down(
+    model_name: Annotated[str | None, typer.Argument(metavar="[MODEL]", help="one model; omit for all")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Stop the model servers and routers this workspace runs."""
+    backend, models = _backend_models(model_name)
+    stopped = [backend.stop(m) for m in models]
     if as_json:
         sys.stdout.write(json.dumps({"status": "done", "stopped": stopped}) + "\n")
     else:
-        out.print(f"stopped {sum(s['stopped'] for s in stopped)} processes of {len(stopped)} model(s) in {root}")
+        out.print(f"stopped {sum(s['stopped'] for s in stopped)} processes of {len(stopped)} model(s)")
+
+
+@app.command()
+def up(
+    model_name: Annotated[str | None, typer.Argument(metavar="[MODEL]", help="one model; omit for all")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Restart the model servers and routers of this workspace that died, as they were recorded."""
+    backend, models = _backend_models(model_name)
+    restored = [backend.restore(m) for m in models]
+    if as_json:
+        sys.stdout.write(json.dumps({"status": "done", "restored": restored}) + "\n")
+    else:
+        for r in restored:
+            router = r["router"] or {}
+            out.print(f"{r['model']}: {router.get('url')}; restarted: {', '.join(r['restarted']) or 'nothing'}")
 
 
 @app.command()

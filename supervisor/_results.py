@@ -121,6 +121,22 @@ class ThreadSummary(BaseModel):
     request: str
 
 
+class EndpointSummary(BaseModel):
+    """One served model as its processes are now: the router and each version, alive or not."""
+
+    model: str
+    url: str | None
+    router_alive: bool
+    versions: dict[int, dict[str, Any]]
+    stray: list[dict[str, Any]] = Field(default_factory=list)
+
+    @property
+    def down(self) -> list[str]:
+        """The processes that are recorded but not running."""
+        dead = [] if self.router_alive or self.url is None else ["router"]
+        return dead + [f"version {v}" for v, s in self.versions.items() if not s["alive"]]
+
+
 class WorkspaceStatus(BaseModel):
     """What the workspace holds: threads, pending approvals and the audit chain's state."""
 
@@ -130,6 +146,7 @@ class WorkspaceStatus(BaseModel):
     threads: list[ThreadSummary]
     audit_intact: bool
     audit_lines: int
+    endpoints: list[EndpointSummary] = Field(default_factory=list)
     report: Report
     decisions: list[DecisionRecord] = Field(default_factory=list)
 
@@ -144,10 +161,20 @@ class WorkspaceStatus(BaseModel):
             "\n".join(f"| `{t.thread_id}` | {t.status} | {t.requester} | {t.request} |" for t in self.threads)
             or "| (none) | | | |"
         )
+        served = "\n".join(
+            f"| {e.model} | {e.url or '-'} | {'up' if e.router_alive else 'DOWN'} | "
+            + ", ".join(f"v{v} {s['weight']}% {'up' if s['alive'] else 'DOWN'}" for v, s in e.versions.items())
+            + "".join(f", stray {p['kind']} pid {p['pid']}" for p in e.stray)
+            + " |"
+            for e in self.endpoints
+        )
+        endpoints = (
+            f"\n\n| endpoint | router | state | versions |\n|---|---|---|---|\n{served}" if self.endpoints else ""
+        )
         return (
             f"Workspace `{self.workspace}`; audit chain "
             f"{'intact' if self.audit_intact else 'BROKEN'} ({self.audit_lines} lines)\n\n"
-            f"| thread | status | requester | request |\n|---|---|---|---|\n{rows}"
+            f"| thread | status | requester | request |\n|---|---|---|---|\n{rows}{endpoints}\n\n{self.report.summary}"
         )
 
     def _repr_markdown_(self) -> str:

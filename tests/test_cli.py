@@ -202,6 +202,7 @@ def test_resume_reports_a_paused_thread(cli: CliRun, policy_file: Path) -> None:
 def test_demo_runs_the_data_and_training_stages_and_the_governance_checks(cli: CliRun, workspace: Path) -> None:
     """`demo --json` exits 0; its report names the trained candidate and every governance check passed."""
     done = cli("demo", "--json", timeout=600)  # the whole lifecycle; minutes on a loaded CI machine
+    assert done.stdout, done.stderr[-4000:]  # a crash prints no report; show why
     payload = json.loads(done.stdout)
     assert done.returncode == 0, payload["report"]["verification"]
     verification = payload["report"]["verification"]

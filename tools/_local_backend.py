@@ -63,27 +63,45 @@ def _free_port() -> int:
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def _alive(pid: int | None) -> bool:
+def _started(pid: int) -> str | None:
+    """When ``pid`` started (clock ticks since boot, from /proc), or None where /proc is absent.
+
+    Recorded with each pid so a pid the system has since given to another process is not
+    mistaken for our server, and never signalled.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()[19]  # field 22, after the parenthesised command name
+
+
+def _alive(pid: int | None, started: str | None = None) -> bool:
+    """Whether ``pid`` runs and, when ``started`` is known, is still the process we started."""
     if not pid:
         return False
-    if pid in _CHILDREN:
-        return _CHILDREN[pid].poll() is None
+    if pid in _CHILDREN and _CHILDREN[pid].poll() is not None:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    # a zombie child still answers kill(0); reap it if it is ours
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return True
-    return done == 0
+        return False  # not ours: a pid reused by another user's process
+    if pid not in _CHILDREN:
+        # a zombie child still answers kill(0); reap it if it is ours
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = 0
+        if done:
+            return False
+    now = _started(pid)
+    return started is None or now is None or now == started
 
 
-def _terminate(pid: int | None, grace: float = 5.0) -> None:
-    if not _alive(pid):
+def _terminate(pid: int | None, started: str | None = None, grace: float = 5.0) -> None:
+    if not _alive(pid, started):
         return
     assert pid is not None
     try:
@@ -91,9 +109,9 @@ def _terminate(pid: int | None, grace: float = 5.0) -> None:
     except ProcessLookupError:
         return
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _alive(pid):
+    while time.monotonic() < deadline and _alive(pid, started):
         time.sleep(0.05)
-    if _alive(pid):
+    if _alive(pid, started):
         os.killpg(pid, signal.SIGKILL)
     child = _CHILDREN.pop(pid, None)
     if child is not None:
@@ -142,10 +160,15 @@ class LocalBackend:
 
     # --- processes -------------------------------------------------------------------------
 
-    def _spawn(self, model: str, args: list[str], log: str) -> tuple[int, int]:
-        port = _free_port()
+    def _spawn(self, model: str, args: list[str], log: str, port: int | None = None) -> dict[str, Any]:
+        """Start one ``_serve`` process and wait for its /health: its pid, start time and port.
+
+        The process is recorded under ``procs/`` before the wait, so a command killed while a
+        server starts still leaves it findable by ``stop``; an error or Ctrl-C here ends it.
+        """
+        port = port or _free_port()
         home = self._dir(model)
-        home.mkdir(parents=True, exist_ok=True)
+        (home / "procs").mkdir(parents=True, exist_ok=True)
         with (home / log).open("ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "mlops_supervisor.tools._serve", *args, "--port", str(port)],
@@ -155,46 +178,82 @@ class LocalBackend:
                 start_new_session=True,
             )
         _CHILDREN[proc.pid] = proc
+        record = {"pid": proc.pid, "started": _started(proc.pid), "port": port, "kind": args[0]}
+        (home / "procs" / f"{proc.pid}.json").write_text(json.dumps(record), "utf-8")
+        try:
+            self._await_health(proc, port, home / log)
+        except BaseException:
+            self._end(model, record)
+            raise
+        return record
+
+    def _await_health(self, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                tail = (home / log).read_text("utf-8", "replace")[-1500:]
-                raise RunError(f"{args[0]} process for {model} exited with {proc.returncode} on start: {tail}")
+                tail = log.read_text("utf-8", "replace")[-1500:]
+                raise RunError(f"{log.parent.name} {log.stem} process exited with {proc.returncode} on start: {tail}")
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    return proc.pid, port
-            except httpx.TransportError:
-                time.sleep(0.1)
-        _terminate(proc.pid)
-        raise RunError(f"{args[0]} process for {model} did not answer /health within {self.startup_timeout:g} s")
-
-    def _ensure_router(self, model: str, state: dict[str, Any]) -> None:
-        router = state.get("router")
-        if router and _alive(router["pid"]):
-            return
-        home = self._dir(model)
-        pid, port = self._spawn(
-            model,
-            ["router", "--routes", str(home / "routes.json"), "--samples", str(home / "samples.jsonl")],
-            "router.log",
+                answer = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                if (
+                    answer.status_code == 200 and answer.json().get("pid") == proc.pid
+                ):  # ours, not the port's last owner
+                    return
+            except (httpx.TransportError, ValueError):
+                pass
+            time.sleep(0.1)
+        raise RunError(
+            f"{log.parent.name} {log.stem} process did not answer /health on port {port} within {self.startup_timeout:g} s"
         )
-        state["router"] = {"pid": pid, "port": port, "url": f"http://127.0.0.1:{port}"}
+
+    def _end(self, model: str, record: dict[str, Any]) -> None:
+        """Stop one recorded process and drop its record."""
+        _terminate(record["pid"], record.get("started"))
+        (self._dir(model) / "procs" / f"{record['pid']}.json").unlink(missing_ok=True)
+
+    def _ensure_router(self, model: str, state: dict[str, Any]) -> bool:
+        """Start the router unless it runs; a restarted router keeps its port, so its URL. Whether it started one."""
+        router = state.get("router")
+        if router and _alive(router["pid"], router.get("started")):
+            return False
+        if router:
+            self._end(model, router)
+        home = self._dir(model)
+        args = ["router", "--routes", str(home / "routes.json"), "--samples", str(home / "samples.jsonl")]
+        try:
+            proc = self._spawn(model, args, "router.log", port=router["port"] if router else None)
+        except RunError:
+            if not router:
+                raise
+            proc = self._spawn(model, args, "router.log")  # the old port is taken by now
+        state["router"] = {**proc, "url": f"http://127.0.0.1:{proc['port']}"}
+        return True
+
+    def _start_version(self, model: str, key: str, model_uri: str, fail_rate: float = 0.0) -> dict[str, Any]:
+        args = ["model", "--model-uri", model_uri, "--tracking-uri", self.tracking_uri, "--version", key]
+        if fail_rate:
+            args += ["--fail-rate", str(fail_rate)]
+        return self._spawn(model, args, f"version-{key}.log")
 
     # --- the protocol ----------------------------------------------------------------------
 
     def deploy(
         self, model: str, version: int, model_uri: str, *, weight: int, fail_rate: float = 0.0
     ) -> dict[str, Any]:
-        """Start ``version``'s server if needed, give it ``weight`` and the rest to the others by their shares."""
+        """Start ``version``'s server if needed, give it ``weight`` and the rest to the others by their shares.
+
+        Versions already recorded that died are restarted first, so traffic never goes to a dead one.
+        """
+        if self._state(model)["versions"]:
+            self.restore(model)
         state = self._state(model)
         key = str(version)
         current = state["versions"].get(key)
-        if current is None or not _alive(current["pid"]):
-            args = ["model", "--model-uri", model_uri, "--tracking-uri", self.tracking_uri, "--version", key]
-            if fail_rate:
-                args += ["--fail-rate", str(fail_rate)]
-            pid, port = self._spawn(model, args, f"version-{key}.log")
-            state["versions"][key] = {"pid": pid, "port": port, "weight": 0, "model_uri": model_uri}
+        if current is None or not _alive(current["pid"], current.get("started")):
+            if current is not None:
+                self._end(model, current)
+            proc = self._start_version(model, key, model_uri, fail_rate)
+            state["versions"][key] = {**proc, "weight": 0, "model_uri": model_uri}
         others = {v: s for v, s in state["versions"].items() if v != key}
         total = sum(s["weight"] for s in others.values()) or 1
         for s in others.values():
@@ -229,18 +288,29 @@ class LocalBackend:
         self._save(model, state)
 
     def status(self, model: str) -> dict[str, Any]:
-        """Versions with weight, pid, port and whether the process lives; the router likewise."""
+        """Versions with weight, pid, port and whether the process lives; the router likewise.
+
+        ``stray`` lists running processes recorded under ``procs/`` that no route knows: what
+        a command killed while starting a server leaves; ``stop`` ends them.
+        """
         state = self._state(model)
         router = state.get("router")
+        known = {p["pid"] for p in [*state["versions"].values(), *([router] if router else [])]}
+        stray = [
+            record
+            for record in (json.loads(p.read_text("utf-8")) for p in (self._dir(model) / "procs").glob("*.json"))
+            if record["pid"] not in known and _alive(record["pid"], record.get("started"))
+        ]
         return {
             "model": model,
-            "router": {**router, "alive": _alive(router["pid"])} if router else None,
+            "stray": sorted(stray, key=lambda r: r["pid"]),
+            "router": {**router, "alive": _alive(router["pid"], router.get("started"))} if router else None,
             "versions": {
                 int(v): {
                     "weight": s["weight"],
                     "pid": s["pid"],
                     "port": s["port"],
-                    "alive": _alive(s["pid"]),
+                    "alive": _alive(s["pid"], s.get("started")),
                     "model_uri": s["model_uri"],
                 }
                 for v, s in sorted(state["versions"].items(), key=lambda kv: int(kv[0]))
@@ -251,34 +321,57 @@ class LocalBackend:
         """All traffic to ``to_version`` first, then every other version stopped."""
         state = self._state(model)
         key = str(to_version)
-        if key not in state["versions"] or not _alive(state["versions"][key]["pid"]):
+        target = state["versions"].get(key)
+        if target is None or not _alive(target["pid"], target.get("started")):
             raise RunError(f"version {to_version} of {model} is not running; cannot roll back to it")
         for v, s in state["versions"].items():
             s["weight"] = 100 if v == key else 0
         self._save(model, state)
         for v in [v for v in state["versions"] if v != key]:
-            _terminate(state["versions"][v]["pid"])
-            del state["versions"][v]
+            self._end(model, state["versions"].pop(v))
         self._save(model, state)
         return self.status(model)
 
     def stop(self, model: str) -> dict[str, Any]:
         """Stop the router and every version of ``model``; forget its state."""
         state = self._state(model)
-        pids = [s["pid"] for s in state["versions"].values()]
-        if state.get("router"):
-            pids.append(state["router"]["pid"])
-        for pid in pids:
-            _terminate(pid)
+        procs = {
+            p["pid"]: p for p in [*state["versions"].values(), *([state["router"]] if state.get("router") else [])]
+        }
+        for path in (self._dir(model) / "procs").glob("*.json"):  # also those a killed command left unrecorded
+            record = json.loads(path.read_text("utf-8"))
+            procs.setdefault(record["pid"], record)
+        running = [p for p in procs.values() if _alive(p["pid"], p.get("started"))]
+        for proc in procs.values():
+            self._end(model, proc)
         for name in ("state.json", "routes.json"):
             (self._dir(model) / name).unlink(missing_ok=True)
-        return {"model": model, "stopped": len(pids)}
+        return {"model": model, "stopped": len(running), "already_dead": len(procs) - len(running)}
+
+    def restore(self, model: str) -> dict[str, Any]:
+        """Restart whatever of ``model``'s recorded endpoint died: versions on new ports, the router on its own.
+
+        Weights stay as recorded. Nothing is started for a model without serving state.
+        """
+        state = self._state(model)
+        restarted: list[str] = []
+        for key, s in state["versions"].items():
+            if not _alive(s["pid"], s.get("started")):
+                self._end(model, s)
+                s.update(self._start_version(model, key, s["model_uri"]))
+                restarted.append(f"version {key}")
+        self._save(model, state)  # the router reads the new ports from routes.json
+        if state["versions"] and self._ensure_router(model, state):
+            restarted.append("router")
+        self._save(model, state)
+        return {**self.status(model), "restarted": restarted}
 
     def models(self) -> list[str]:
         """Models with serving state in this workspace."""
         if not self.root.exists():
             return []
-        return sorted(p.parent.name for p in self.root.glob("*/state.json"))
+        homes = {p.parent.name for p in self.root.glob("*/state.json")}
+        return sorted(homes | {p.parent.parent.name for p in self.root.glob("*/procs/*.json")})
 
     def down(self) -> list[dict[str, Any]]:
         """Stop everything this workspace serves."""

@@ -30,6 +30,10 @@ def main(argv: list[str] | None = None) -> None:
     router.add_argument("--samples", type=Path, required=True)
     router.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
+    # One request is a few rows: OpenMP threads buy nothing there, and when the machine is
+    # busy their spin-waiting costs whole cores (a loaded 2-core run spent minutes of CPU in
+    # a model server's idle OpenMP workers). Set before numpy and scikit-learn load.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
     import uvicorn
 

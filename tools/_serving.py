@@ -113,7 +113,7 @@ def build_model_app(model_uri: str, *, tracking_uri: str, version: str, fail_rat
         return JSONResponse({"predictions": predictions.tolist(), "version": version})
 
     async def health(_: Request) -> Response:
-        return JSONResponse({"status": "ok", "version": version, "model_uri": model_uri})
+        return JSONResponse({"status": "ok", "version": version, "model_uri": model_uri, "pid": os.getpid()})
 
     return Starlette(
         routes=[Route("/invocations", invocations, methods=["POST"]), Route("/health", health, methods=["GET"])]
@@ -186,7 +186,7 @@ def build_router_app(routes_path: Path, *, samples_path: Path, redactor: Redacto
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     async def health(_: Request) -> Response:
-        return JSONResponse({"status": "ok", "versions": routes.current()})
+        return JSONResponse({"status": "ok", "versions": routes.current(), "pid": os.getpid()})
 
     return Starlette(
         routes=[

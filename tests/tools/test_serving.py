@@ -6,6 +6,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ from mlops_supervisor import Supervisor
 from mlops_supervisor.tools._local_backend import LocalBackend, _alive
 from mlops_supervisor.tools._mlflow import using_store
 from mlops_supervisor.tools._serving import validate_records
+from tests.conftest import CLI
 from tests.test_pipeline import _adult_slice, small_spec
 
 COLUMNS = {"age": "double", "workclass": "string"}
@@ -215,11 +218,112 @@ def test_cli_down_stops_what_a_deploy_started(served: dict[str, Any], cli: Any) 
     pids = [status["router"]["pid"], status["versions"][1]["pid"]]
     done = cli("down", "--json", ws=served["ws"])
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["stopped"] == [{"model": "small-model", "stopped": 2}]
+    assert json.loads(done.stdout)["stopped"] == [{"model": "small-model", "stopped": 2, "already_dead": 0}]
     deadline = time.monotonic() + 10
     while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(_alive(pid) for pid in pids)
+
+
+def _wait_dead(pids: list[int], seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not any(_alive(pid) for pid in pids)
+
+
+def test_a_killed_router_shows_in_status_and_up_restarts_it_on_its_url(served: dict[str, Any], cli: Any) -> None:
+    """SIGKILL the router: `status` says it is down, `up` restarts it on the same URL, `down` ends everything."""
+    served["backend"].down()
+    status = served["backend"].deploy("small-model", 1, served["sources"][1], weight=100)
+    router, url = status["router"]["pid"], status["router"]["url"]
+    os.kill(router, signal.SIGKILL)
+    assert _wait_dead([router])
+
+    seen = json.loads(cli("status", "--json", ws=served["ws"]).stdout)
+    (endpoint,) = seen["endpoints"]
+    assert (endpoint["model"], endpoint["router_alive"], endpoint["versions"]["1"]["alive"]) == (
+        "small-model",
+        False,
+        True,
+    )
+    assert "not running: small-model router" in seen["report"]["summary"]
+
+    done = cli("up", "--json", ws=served["ws"])
+    assert done.returncode == 0, done.stderr
+    (restored,) = json.loads(done.stdout)["restored"]
+    assert restored["restarted"] == ["router"] and restored["router"]["url"] == url
+    assert _traffic(url, served["records"], 20) == Counter({200: 20})
+    assert cli("up", "--json", ws=served["ws"]).stdout.count('"restarted": []') == 1  # nothing left to restart
+
+    pids = [restored["router"]["pid"], restored["versions"]["1"]["pid"]]
+    done = cli("down", "--json", ws=served["ws"])
+    assert json.loads(done.stdout)["stopped"] == [{"model": "small-model", "stopped": 2, "already_dead": 0}]
+    assert _wait_dead(pids)
+    assert json.loads(cli("status", "--json", ws=served["ws"]).stdout)["endpoints"] == []
+
+
+def test_a_cli_killed_while_starting_a_server_leaves_nothing_down_cannot_find(served: dict[str, Any], cli: Any) -> None:
+    """SIGKILL the CLI between starting a model server and routing to it: `status` shows the stray, `down` ends it."""
+    served["backend"].down()
+    procs = served["ws"] / "serving" / "small-model" / "procs"
+    command = [
+        CLI, "--workspace", str(served["ws"]), "--as", "alice", "ask", "deploy small-model version 1",
+    ]  # fmt: skip
+    deploying = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not list(procs.glob("*.json")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    deploying.kill()  # the CLI alone; the server it started runs in its own session
+    deploying.wait()
+    (record,) = [json.loads(p.read_text("utf-8")) for p in procs.glob("*.json")]
+    assert _alive(record["pid"], record["started"])
+
+    seen = json.loads(cli("status", "--json", ws=served["ws"]).stdout)
+    (endpoint,) = seen["endpoints"]
+    assert [p["pid"] for p in endpoint["stray"]] == [record["pid"]] and endpoint["versions"] == {}
+    assert "1 stray server process(es)" in seen["report"]["summary"]
+
+    done = cli("down", "--json", ws=served["ws"])
+    assert json.loads(done.stdout)["stopped"] == [{"model": "small-model", "stopped": 1, "already_dead": 0}]
+    assert _wait_dead([record["pid"]])
+    assert list(procs.glob("*.json")) == []
+
+
+def test_ctrl_c_while_starting_a_server_stops_it(served: dict[str, Any]) -> None:
+    """SIGINT to the CLI while a model server starts: exit 130, the server is stopped and its record removed."""
+    served["backend"].down()
+    procs = served["ws"] / "serving" / "small-model" / "procs"
+    command = [CLI, "--workspace", str(served["ws"]), "--as", "alice", "ask", "deploy small-model version 1"]
+    deploying = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not list(procs.glob("*.json")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (record,) = [json.loads(p.read_text("utf-8")) for p in procs.glob("*.json")]
+    deploying.send_signal(signal.SIGINT)
+    assert deploying.wait(timeout=60) == 130
+    assert _wait_dead([record["pid"]])
+    assert list(procs.glob("*.json")) == []
+
+
+def test_a_recorded_pid_taken_by_another_process_is_not_signalled(served: dict[str, Any]) -> None:
+    """State naming a pid that now belongs to an unrelated process: status calls it dead and down leaves it alone."""
+    served["backend"].down()
+    served["backend"].deploy("small-model", 1, served["sources"][1], weight=100)
+    state_path = served["ws"] / "serving" / "small-model" / "state.json"
+    state = json.loads(state_path.read_text("utf-8"))
+    served["backend"].down()
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        state["versions"]["1"]["pid"] = bystander.pid  # as if the system gave the dead server's pid to it
+        state["router"] = None
+        state_path.write_text(json.dumps(state), "utf-8")
+        assert served["backend"].status("small-model")["versions"][1]["alive"] is False
+        assert served["backend"].stop("small-model") == {"model": "small-model", "stopped": 0, "already_dead": 1}
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
 
 
 def test_metrics_and_drift_report_raise_alerts_on_shifted_traffic(served: dict[str, Any]) -> None:
