@@ -37,6 +37,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _rows import write_rows, write_section  # noqa: E402
+
 DATA = ROOT / "examples" / "data" / "adult.parquet"
 TARGET = "class"
 EVIDENTLY_VENV = ROOT / "benchmarks" / ".venv-evidently"
@@ -228,25 +231,6 @@ def section(
     return "\n\n".join(paragraphs).replace("\n\n- **Evidently**", "\n- **Evidently**") + "\n"
 
 
-def write(row: str, text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    lines = path.read_text("utf-8").splitlines()
-    if any(line.startswith(ROW) for line in lines):
-        lines = [row if line.startswith(ROW) else line for line in lines]
-    else:
-        end = next(i for i, line in enumerate(lines) if line.startswith("|"))  # the end of the first table
-        while end + 1 < len(lines) and lines[end + 1].startswith("|"):
-            end += 1
-        lines.insert(end + 1, row)
-    if SECTION in lines:
-        start = lines.index(SECTION)
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        lines[start:end] = text.splitlines() + ([""] if end < len(lines) else [])
-    else:
-        lines += ["", *text.splitlines()]
-    path.write_text("\n".join(lines).rstrip("\n") + "\n", "utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
@@ -316,7 +300,8 @@ def main() -> None:
     )
     print(row)
     if args.write:
-        write(row, section(args, columns, categorical, ours, theirs))
+        write_rows(ROOT / "BENCHMARKS.md", {ROW: row})
+        write_section(ROOT / "BENCHMARKS.md", SECTION, section(args, columns, categorical, ours, theirs))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -134,10 +135,10 @@ def main() -> None:
     )
     print(row)
     if args.write:
-        path = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
-        lines = path.read_text("utf-8").splitlines()
-        lines = [row if line.startswith("| per-tool-call overhead") else line for line in lines]
-        path.write_text("\n".join(lines) + "\n", "utf-8")
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from _rows import write_rows
+
+        write_rows(Path(__file__).resolve().parents[1] / "BENCHMARKS.md", {"| per-tool-call overhead": row})
 
 
 if __name__ == "__main__":

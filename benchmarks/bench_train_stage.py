@@ -23,6 +23,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _rows import write_rows  # noqa: E402
+
 BIN = Path(sys.executable).parent
 ROW = "| data + train stage, Adult"
 
@@ -76,14 +79,7 @@ def main() -> None:
     )
     print(row)
     if args.write:
-        path = ROOT / "BENCHMARKS.md"
-        lines = path.read_text("utf-8").splitlines()
-        if any(line.startswith(ROW) for line in lines):
-            lines = [row if line.startswith(ROW) else line for line in lines]
-        else:
-            at = max(i for i, line in enumerate(lines) if line.startswith("| "))
-            lines.insert(at + 1, row)
-        path.write_text("\n".join(lines) + "\n", "utf-8")
+        write_rows(ROOT / "BENCHMARKS.md", {ROW: row})
 
 
 if __name__ == "__main__":

@@ -26,44 +26,69 @@ def psi(expected: np.ndarray, actual: np.ndarray) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def _numeric(reference: pd.Series, current: pd.Series) -> dict[str, Any]:
-    from scipy import stats
+def _ks(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float]:
+    """Two-sample Kolmogorov-Smirnov statistic and asymptotic p-value of two *sorted* samples.
 
-    ref = reference.dropna().to_numpy(float)
-    cur = current.dropna().to_numpy(float)
+    The same numbers as ``scipy.stats.ks_2samp(method="asymp")``, which re-sorts both samples
+    and searches every value of both in each; here the empirical CDFs are compared only at
+    the distinct values, a few hundred searches instead of 1.2 million on the benchmark.
+    """
+    from scipy.stats import distributions
+
+    grid = np.concatenate([ref[np.r_[ref[1:] != ref[:-1], True]], cur[np.r_[cur[1:] != cur[:-1], True]]])
+    n1, n2 = len(ref), len(cur)
+    d = float(np.max(np.abs(np.searchsorted(ref, grid, "right") / n1 - np.searchsorted(cur, grid, "right") / n2)))
+    m, n = max(n1, n2), min(n1, n2)
+    return d, float(np.clip(distributions.kstwo.sf(d, np.round(m * n / (m + n))), 0, 1))
+
+
+def _numeric(reference: pd.Series, current: pd.Series) -> dict[str, Any]:
+    ref = np.sort(reference.dropna().to_numpy(float))
+    cur = np.sort(current.dropna().to_numpy(float))
     edges = np.unique(np.quantile(ref, np.linspace(0, 1, 11)))
     if len(edges) < 2:
         edges = np.array([ref.min() - 0.5, ref.max() + 0.5]) if len(ref) else np.array([0.0, 1.0])
     inner = edges[1:-1]
-    ref_share = np.bincount(np.searchsorted(inner, ref, side="right"), minlength=len(edges) - 1) / max(len(ref), 1)
-    cur_share = np.bincount(np.searchsorted(inner, cur, side="right"), minlength=len(edges) - 1) / max(len(cur), 1)
-    ks = stats.ks_2samp(ref, cur, method="asymp")
+    # both sorted: a bin's count is the difference of where its edges fall (values < edge go left)
+    ref_share = np.diff(np.r_[0, np.searchsorted(ref, inner, "left"), len(ref)]) / max(len(ref), 1)
+    cur_share = np.diff(np.r_[0, np.searchsorted(cur, inner, "left"), len(cur)]) / max(len(cur), 1)
+    statistic, p_value = _ks(ref, cur)
     return {
         "kind": "numeric",
         "psi": psi(ref_share, cur_share),
         "test": "ks",
-        "statistic": float(ks.statistic),
-        "p_value": float(ks.pvalue),
-        "reference_mean": float(ref.mean()),
-        "current_mean": float(cur.mean()),
+        "statistic": statistic,
+        "p_value": p_value,
+        "reference_mean": float(ref.mean()) if len(ref) else float("nan"),
+        "current_mean": float(cur.mean()) if len(cur) else float("nan"),
     }
+
+
+def _counts(values: pd.Series) -> pd.Series:
+    """Count per category, keyed by the category as text: counted first, converted after.
+
+    Converting a million rows to strings before counting was most of the time spent here
+    (pandas 3 builds a string per row); the counts are a few dozen. Unused categories of a
+    categorical dtype are dropped, as they would change the chi-square test.
+    """
+    counts = values.value_counts(dropna=True)
+    counts = counts[counts > 0]
+    counts.index = counts.index.astype(str)
+    return counts.groupby(level=0).sum()
 
 
 def _categorical(reference: pd.Series, current: pd.Series) -> dict[str, Any]:
     from scipy import stats
 
-    ref_values = reference.dropna().astype(str)
-    cur_values = current.dropna().astype(str)
+    ref_counts, cur_counts = _counts(reference), _counts(current)
     # Categories under 1 % of the reference share one bucket: with a few hundred live rows,
     # dozens of rare categories would otherwise be missing by chance and read as drift (and
     # chi-square needs expected counts of about five or more).
-    shares = ref_values.value_counts(normalize=True)
+    shares = ref_counts / max(ref_counts.sum(), 1)
     rare = set(shares[shares < 0.01].index)
     if rare:
-        ref_values = ref_values.where(~ref_values.isin(rare), "__rare__")
-        cur_values = cur_values.where(~cur_values.isin(rare), "__rare__")
-    ref_counts = ref_values.value_counts()
-    cur_counts = cur_values.value_counts()
+        ref_counts = ref_counts.groupby(lambda k: "__rare__" if k in rare else k).sum()
+        cur_counts = cur_counts.groupby(lambda k: "__rare__" if k in rare else k).sum()
     categories = ref_counts.index.union(cur_counts.index)
     ref_share = (ref_counts.reindex(categories, fill_value=0) / max(ref_counts.sum(), 1)).to_numpy(float)
     observed = cur_counts.reindex(categories, fill_value=0).to_numpy(float)
