@@ -64,6 +64,22 @@ def _held_out_rows(root: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _where_things_are(root: Path, model: str) -> str:
+    """Where each artifact of the demo lives, as lines of Markdown."""
+    places = [
+        ("MLflow store (runs, models, versions, aliases, evidence tags)", f"sqlite:///{root / 'mlflow.db'}"),
+        ("MLflow artifacts (models, evaluation reports and plots)", root / "mlartifacts"),
+        ("versioned data sets, splits and reference profiles", root / "datasets"),
+        ("drift and latency plots", root / "reports" / model),
+        ("serving state, router and server logs, sampled requests", root / "serving" / model),
+        ("hash-chained audit log", root / "audit.jsonl"),
+        ("thread checkpoints", root / "checkpoints.sqlite"),
+        ("structured logs", root / "logs"),
+        ("the demo policy", root / "demo-policy.yaml"),
+    ]
+    return "Where things are:\n" + "\n".join(f"- {what}: `{where}`" for what, where in places)
+
+
 def run_demo(
     workspace: Path, *, requester: str | None = None, console: Console | None = None, keep_serving: bool = False
 ) -> RunResult:
@@ -263,7 +279,8 @@ def _run_demo(workspace: Path, *, requester: str | None, console: Console | None
         changes="The Adult data set was versioned and split in the demo workspace, its candidates were logged "
         "to its MLflow store, the best was registered, evaluated (report, plots, fairness) and made challenger; "
         "version 1 was deployed, analysed and promoted to champion with full traffic after the approval; "
-        "version 2 was deployed as a canary, failed its analysis and was rolled back.",
+        "version 2 was deployed as a canary, failed its analysis and was rolled back.\n\n"
+        + _where_things_are(root, model),
         verification="\n".join(lines),
         rollback=f"`mlops-supervisor --workspace {root.parent} rollback {model}` would restore the last known-good "
         f"version; `mlops-supervisor --workspace {root} down` stops any server left running. Remove the demo "

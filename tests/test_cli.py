@@ -219,3 +219,7 @@ def test_demo_runs_the_data_and_training_stages_and_the_governance_checks(cli: C
     leftover = subprocess.run(["pgrep", "-f", f"{workspace}/demo"], capture_output=True, text=True, check=False)
     assert leftover.stdout.strip() == ""  # no server or router of the demo is left running
     assert (workspace / "demo" / "mlflow.db").exists()
+    where = payload["report"]["changes"]
+    for place in ("mlflow.db", "mlartifacts", "datasets", "audit.jsonl", "serving/adult-income-classifier"):
+        assert place in where
+    assert list((workspace / "demo" / "reports" / "adult-income-classifier").glob("drift-*.png"))
