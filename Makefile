@@ -20,6 +20,8 @@ typecheck: setup
 bench: setup
 	.venv/bin/python benchmarks/bench_tool_call_overhead.py --write
 	.venv/bin/python benchmarks/bench_train_stage.py --write
+	.venv/bin/python benchmarks/bench_drift.py --write
+	.venv/bin/python benchmarks/bench_serving.py --write
 
 # Re-resolve the lock after changing dependencies in pyproject.toml.
 lock:
