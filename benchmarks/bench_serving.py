@@ -75,7 +75,10 @@ def register_model(store: Path) -> tuple[str, str, dict[str, float]]:
     os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"
     uri = f"sqlite:///{store / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment("bench-serving")
+    # artifacts in the throw-away directory too, not in ./mlruns of wherever this runs
+    mlflow.set_experiment(
+        experiment_id=mlflow.create_experiment("bench-serving", artifact_location=(store / "artifacts").as_uri())
+    )
     X, y = load_breast_cancer(return_X_y=True, as_frame=True)
     X.columns = [c.replace(" ", "_") for c in X.columns]
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, y)
