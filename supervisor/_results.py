@@ -169,7 +169,7 @@ class WorkspaceStatus(BaseModel):
             for e in self.endpoints
         )
         endpoints = (
-            f"\n\n| endpoint | router | state | versions |\n|---|---|---|---|\n{served}" if self.endpoints else ""
+            f"\n\n| endpoint | router URL | router | versions |\n|---|---|---|---|\n{served}" if self.endpoints else ""
         )
         return (
             f"Workspace `{self.workspace}`; audit chain "

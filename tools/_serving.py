@@ -2,15 +2,15 @@
 
 The model server loads a registered version once and answers ``POST /invocations`` after
 checking every record against the model's signature: a missing, unknown or mistyped column
-gets a 400 that names it. It is a small Starlette app over the scikit-learn model rather than
-``mlflow models serve``, whose pyfunc and pandas path costs about 18x in throughput here
-(FACTS.md: 139 vs 2,552 requests/s on the same model).
+gets a 400 that names it. It is a small Starlette app over the scikit-learn model that
+batches concurrent requests into one ``predict``, rather than ``mlflow models serve``: 12x the
+throughput of that on the same model (BENCHMARKS.md).
 
 The router splits traffic between versions by weight, forwards each request to the chosen
 version's server, and keeps per-version Prometheus metrics (requests by status, latency
 histogram) at ``/metrics`` plus a redacted random sample (``sample_rate`` of requests, 10 %
-by default) of requests and predictions for drift checks. Its routes live in a JSON file it re-reads when the file changes, so a weight change
-is a file write, not a restart.
+by default) of requests and predictions for drift checks. Its routes live in a JSON file it
+re-reads when the file changes, so a weight change is a file write, not a restart.
 """
 
 from __future__ import annotations
@@ -234,9 +234,9 @@ def build_router_app(routes_path: Path, *, samples_path: Path, redactor: Redacto
         registry=registry,
         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
     )
-    # aiohttp rather than httpx for the hop to the model server: httpx's async client cost
-    # about 5 ms of router CPU per request here and capped the router at a fifth of the
-    # server's throughput (BENCHMARKS.md). The session is made in the lifespan, on the loop.
+    # aiohttp rather than httpx for the hop to the model server: with httpx's async client
+    # the router reached a fifth of the server's direct throughput (167 against 849
+    # requests/s, BENCHMARKS.md). The session is made in the lifespan, on the server's loop.
     sessions: list[aiohttp.ClientSession] = []
     timeout = aiohttp.ClientTimeout(total=10.0)
     picker = random.Random()

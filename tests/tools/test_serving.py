@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -21,7 +22,7 @@ import pytest
 from mlops_supervisor import Supervisor
 from mlops_supervisor.tools._local_backend import LocalBackend, _alive
 from mlops_supervisor.tools._mlflow import using_store
-from mlops_supervisor.tools._serving import validate_records
+from mlops_supervisor.tools._serving import _Batcher, validate_records
 from tests.conftest import CLI
 from tests.test_pipeline import _adult_slice, small_spec
 
@@ -53,6 +54,34 @@ def test_good_requests_pass_in_every_scoring_format() -> None:
     assert validate_records({"instances": records}, COLUMNS) == records
     split = {"dataframe_split": {"columns": ["age", "workclass"], "data": [[3, None]]}}
     assert validate_records(split, COLUMNS) == records
+
+
+def test_concurrent_requests_share_one_predict_and_a_bad_one_fails_alone() -> None:
+    """Requests queued together cost one ``predict``; one that breaks it gets its own error, the others answers."""
+    calls: list[int] = []
+
+    def predict(frame: pd.DataFrame) -> list[float]:
+        calls.append(len(frame))
+        if frame["workclass"].eq("bad").any():
+            raise ValueError("unknown category 'bad'")
+        return [age * 2 for age in frame["age"]]
+
+    async def scenario() -> list[Any]:
+        batcher = _Batcher(predict, COLUMNS)
+        worker = asyncio.create_task(batcher.work())
+        try:
+            good = [batcher.submit([{"age": n, "workclass": "x"}]) for n in (1, 2, 3)]
+            together = await asyncio.gather(*good)
+            calls.append(-1)  # a marker between the two scenarios
+            mixed = [batcher.submit([{"age": 4, "workclass": "x"}]), batcher.submit([{"age": 5, "workclass": "bad"}])]
+            return [*together, *await asyncio.gather(*mixed, return_exceptions=True)]
+        finally:
+            worker.cancel()
+
+    first, second, third, fourth, fifth = asyncio.run(scenario())
+    assert (first, second, third, fourth) == ([2.0], [4.0], [6.0], [8.0])
+    assert isinstance(fifth, ValueError) and "unknown category" in str(fifth)
+    assert calls == [3, -1, 2, 1, 1]  # one call for three; the failed pair retried one by one
 
 
 def _counts(metrics: str) -> dict[str, float]:
