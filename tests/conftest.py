@@ -17,7 +17,7 @@ os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"
 
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +61,12 @@ CliRun = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture
-def cli(workspace: Path) -> CliRun:
-    """Run the installed ``mlops-supervisor`` in a separate process against ``workspace``."""
+def cli(workspace: Path) -> Iterator[CliRun]:
+    """Run the installed ``mlops-supervisor`` in a separate process against ``workspace``.
+
+    Afterwards, whatever servers the commands left in ``workspace`` (or its demo) are stopped:
+    a CLI killed by a test's timeout cannot stop its own.
+    """
 
     def run(
         *args: str,
@@ -80,4 +84,8 @@ def cli(workspace: Path) -> CliRun:
             [*cmd, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False, env=env
         )
 
-    return run
+    yield run
+    from mlops_supervisor.tools._local_backend import LocalBackend
+
+    for root in (workspace, workspace / "demo"):
+        LocalBackend(root, tracking_uri="").down()
