@@ -20,6 +20,7 @@ import json
 import os
 import random
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -111,9 +112,10 @@ class _Batcher:
     its neighbours.
     """
 
-    def __init__(self, predict: Callable[[pd.DataFrame], Any], columns: Mapping[str, str]) -> None:
+    def __init__(self, predict: Callable[[Any], Any], columns: Mapping[str, str], *, as_array: bool = False) -> None:
         self.predict = predict
         self.columns = columns
+        self.as_array = as_array
         self.pending: list[tuple[list[dict[str, Any]], asyncio.Future[list[Any]]]] = []
         self.wake = asyncio.Event()
 
@@ -124,7 +126,12 @@ class _Batcher:
         return await future
 
     def _run(self, records: list[dict[str, Any]]) -> list[Any]:
-        return list(np.asarray(self.predict(_frame(records, self.columns))).tolist())
+        if self.as_array:
+            rows = [[np.nan if r[c] is None else r[c] for c in self.columns] for r in records]
+            features: Any = np.array(rows, dtype=np.float64).reshape(len(records), len(self.columns))
+        else:
+            features = _frame(records, self.columns)
+        return list(np.asarray(self.predict(features)).tolist())
 
     async def work(self) -> None:
         while True:
@@ -152,6 +159,39 @@ class _Batcher:
                 at += len(records)
 
 
+def _numeric_in_signature_order(model: Any, columns: Mapping[str, str]) -> bool:
+    """Whether the model can take a plain float array in the signature's column order.
+
+    True when every column is a number and the model was fitted on exactly those columns in
+    that order (or on an unnamed array). Then the names are already checked, by
+    ``validate_records`` against the signature, and scikit-learn's own check of a DataFrame's
+    names and dtypes, which costs more than the prediction itself for a linear model (about
+    1.5 of 1.8 ms per call here), buys nothing. Pipelines that pick columns by name, like the
+    Adult ones, keep the DataFrame.
+    """
+    fitted = getattr(model, "feature_names_in_", None)
+    if not all(kind in _NUMERIC for kind in columns.values()):
+        return False
+    if fitted is not None and list(fitted) != list(columns):
+        return False
+    # A step that selects columns by name (a ColumnTransformer) needs the DataFrame even
+    # then: try both on a probe row and take the array only if it answers the same.
+    probe = [dict.fromkeys(columns, 0.0)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            same = np.array_equal(
+                np.asarray(model.predict(np.zeros((1, len(columns))))),
+                np.asarray(model.predict(_frame(probe, columns))),
+            )
+        except Exception:  # noqa: BLE001 - any failure means: keep the DataFrame
+            return False
+    if same and fitted is not None:
+        # the names were checked against the signature; scikit-learn would warn on every call
+        warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
+    return same
+
+
 def build_model_app(model_uri: str, *, tracking_uri: str, version: str, fail_rate: float = 0.0) -> Starlette:
     """The server of one model version. ``fail_rate`` > 0 makes it answer 500 that often (fault drills)."""
     import mlflow.sklearn
@@ -163,7 +203,7 @@ def build_model_app(model_uri: str, *, tracking_uri: str, version: str, fail_rat
         model = mlflow.sklearn.load_model(model_uri)
         signature = get_model_info(model_uri).signature
     columns = {c.name: c.type.name for c in signature.inputs.inputs}
-    batcher = _Batcher(model.predict, columns)
+    batcher = _Batcher(model.predict, columns, as_array=_numeric_in_signature_order(model, columns))
     chaos = random.Random(0)
 
     async def invocations(request: Request) -> Response:

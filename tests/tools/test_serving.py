@@ -22,7 +22,7 @@ import pytest
 from mlops_supervisor import Supervisor
 from mlops_supervisor.tools._local_backend import LocalBackend, _alive
 from mlops_supervisor.tools._mlflow import using_store
-from mlops_supervisor.tools._serving import _Batcher, validate_records
+from mlops_supervisor.tools._serving import _Batcher, _numeric_in_signature_order, validate_records
 from tests.conftest import CLI
 from tests.test_pipeline import _adult_slice, small_spec
 
@@ -82,6 +82,29 @@ def test_concurrent_requests_share_one_predict_and_a_bad_one_fails_alone() -> No
     assert (first, second, third, fourth) == ([2.0], [4.0], [6.0], [8.0])
     assert isinstance(fifth, ValueError) and "unknown category" in str(fifth)
     assert calls == [3, -1, 2, 1, 1]  # one call for three; the failed pair retried one by one
+
+
+def test_the_plain_array_path_is_taken_only_where_it_answers_the_same() -> None:
+    """All-numeric models fitted on these columns in this order get arrays; column pickers and strings keep frames."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    X = X.iloc[:, :4].set_axis(["a", "b", "c", "d"], axis=1)
+    numeric = dict.fromkeys(X.columns, "double")
+    plain = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)
+    picker = make_pipeline(ColumnTransformer([("s", StandardScaler(), ["a", "c"])]), LogisticRegression()).fit(X, y)
+    assert _numeric_in_signature_order(plain, numeric)
+    assert _numeric_in_signature_order(LogisticRegression().fit(X.to_numpy(), y), numeric)  # fitted on an array
+    assert not _numeric_in_signature_order(picker, numeric)  # selects columns by name
+    assert not _numeric_in_signature_order(plain, dict(reversed(numeric.items())))  # another order
+    assert not _numeric_in_signature_order(plain, {**numeric, "d": "string"})
+    rows = json.loads(X.head(50).to_json(orient="records"))
+    fast = _Batcher(plain.predict, numeric, as_array=True)._run(rows)
+    assert fast == _Batcher(plain.predict, numeric)._run(rows) == plain.predict(X.head(50)).tolist()
 
 
 def _counts(metrics: str) -> dict[str, float]:
