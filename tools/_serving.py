@@ -3,8 +3,8 @@
 The model server loads a registered version once and answers ``POST /invocations`` after
 checking every record against the model's signature: a missing, unknown or mistyped column
 gets a 400 that names it. It is a small Starlette app over the scikit-learn model that
-batches concurrent requests into one ``predict``, rather than ``mlflow models serve``: 12x the
-throughput of that on the same model (BENCHMARKS.md).
+batches concurrent requests into one ``predict``, rather than ``mlflow models serve``: about
+50x the throughput of that on the same model (BENCHMARKS.md).
 
 The router splits traffic between versions by weight, forwards each request to the chosen
 version's server, and keeps per-version Prometheus metrics (requests by status, latency
