@@ -38,6 +38,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from _measure import rss_mib  # noqa: E402
 from _rows import write_rows, write_section  # noqa: E402
 
 DATA = ROOT / "examples" / "data" / "adult.parquet"
@@ -48,15 +49,6 @@ ROW = "| drift, Adult"
 SECTION = "## Drift against Evidently"
 REFERENCE_ROWS, CURRENT_ROWS, AGE_SHIFT = 1_000_000, 200_000, 8
 SEEDS = {"reference": 0, "current": 1, "control": 2}
-
-
-def rss_mib() -> float:
-    """Resident set size of this process now, in MiB."""
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def worker(reference_path: str, current_path: str, categorical: list[str], split: bool) -> None:

@@ -21,17 +21,9 @@ import time
 from typing import Any
 
 import pandas as pd
+from _measure import rss_mib  # benchmarks/, this script's own directory
 from evidently import DataDefinition, Dataset, Report
 from evidently.presets import DataDriftPreset
-
-
-def rss_mib() -> float:
-    """Resident set size of this process now, in MiB."""
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def main() -> None:

@@ -24,6 +24,11 @@ raises it to carry the ``Decision`` out; the graph turns it back into a deny dec
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 __all__ = [
     "GateRefusedError",
     "InvalidInputError",
@@ -36,7 +41,25 @@ __all__ = [
     "UnknownThreadError",
     "UsageError",
     "WorkspaceError",
+    "describe_validation_error",
 ]
+
+
+def describe_validation_error(exc: ValidationError, *, show_input: bool = True) -> str:
+    """Every problem of a pydantic ``ValidationError`` on one line: ``a.b: message (got value)``.
+
+    ``show_input`` adds the offending value (not for missing fields or whole mappings); leave it
+    off where values may be large or sensitive.
+    """
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg'].removeprefix('Value error, ')}"
+        + (
+            f" (got {err['input']!r})"
+            if show_input and err["type"] != "missing" and not isinstance(err["input"], dict)
+            else ""
+        )
+        for err in exc.errors()
+    )
 
 
 class MlopsSupervisorError(Exception):

@@ -10,7 +10,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mlops_supervisor.policies.errors import PolicyFileError
+from mlops_supervisor.policies.errors import PolicyFileError, describe_validation_error
 from mlops_supervisor.policies.estimators import ALLOWED_ESTIMATORS
 from mlops_supervisor.policies.pii import DEFAULT_PII_ENTITIES
 
@@ -153,12 +153,7 @@ def _parse(text: str, source: str) -> Policy:
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-            + (f" (got {err['input']!r})" if err["type"] != "missing" and not isinstance(err["input"], dict) else "")
-            for err in exc.errors()
-        )
-        raise PolicyFileError(f"policy file {source} is invalid: {problems}") from None
+        raise PolicyFileError(f"policy file {source} is invalid: {describe_validation_error(exc)}") from None
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return policy.model_copy(update={"source": source, "digest": digest})
 

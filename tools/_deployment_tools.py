@@ -21,7 +21,6 @@ from typing import Any
 
 import httpx
 import yaml
-from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
 from mlops_supervisor.policies import GateRefusedError, InvalidInputError
@@ -300,13 +299,8 @@ def deployment_tools(ctx: ToolContext) -> list[GovernedTool]:
     def endpoint_status(model: str) -> str:
         return json.dumps({**deployer.backend.status(model), "canary": deployer._canary(model)}, default=str)
 
-    def tool(name: str, description: str, args: type[BaseModel], func: Any, **kw: Any) -> GovernedTool:
-        return GovernedTool(
-            StructuredTool.from_function(func=func, name=name, description=description, args_schema=args), **kw
-        )
-
     return [
-        tool(
+        GovernedTool.from_function(
             "deploy_model",
             "Deploy an evaluated version: all traffic when it is the first, else a canary at the first traffic step.",
             _DeployArgs,
@@ -314,7 +308,7 @@ def deployment_tools(ctx: ToolContext) -> list[GovernedTool]:
             mutates=True,
             gate=deployer.gate,
         ),
-        tool(
+        GovernedTool.from_function(
             "advance_canary",
             "Judge the canary's traffic window against stable: pass takes the next step, fail "
             "rolls back automatically, inconclusive holds.",
@@ -322,14 +316,14 @@ def deployment_tools(ctx: ToolContext) -> list[GovernedTool]:
             advance_canary,
             mutates=True,
         ),
-        tool(
+        GovernedTool.from_function(
             "rollback_model",
             "Restore the last known-good version in traffic and in the champion alias together.",
             _ModelArgs,
             rollback_model,
             mutates=True,
         ),
-        tool(
+        GovernedTool.from_function(
             "endpoint_status",
             "Versions, weights, processes and canary progress of a model's endpoint.",
             _ModelArgs,

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
-from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
 from mlops_supervisor.policies import Decision, GateRefusedError, InvalidInputError, ReasonCode
@@ -446,24 +445,20 @@ def evaluation_tools(ctx: ToolContext) -> list[GovernedTool]:
         report = evaluator.evaluate(model, version, log=False)
         return json.dumps({"model": model, "version": version, "fairness": report["fairness"]}, default=str)
 
-    def tool(name: str, description: str, func: Any, mutates: bool) -> GovernedTool:
-        return GovernedTool(
-            StructuredTool.from_function(func=func, name=name, description=description, args_schema=_ModelVersionArgs),
-            mutates=mutates,
-        )
-
     return [
-        tool(
+        GovernedTool.from_function(
             "evaluate_model",
             "Evaluate a registered version on its held-out test split: metrics, thresholds, "
             "the champion comparison and fairness; logs the report, plots and evidence.",
+            _ModelVersionArgs,
             evaluate_model,
-            True,
+            mutates=True,
         ),
-        tool(
+        GovernedTool.from_function(
             "check_fairness",
             "Per-group metrics and fairness differences of a version on its test split (read-only; nothing is logged).",
+            _ModelVersionArgs,
             check_fairness,
-            False,
+            mutates=False,
         ),
     ]

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
 from mlops_supervisor.policies import InvalidInputError, Redactor
@@ -53,11 +52,6 @@ class _ExperimentArgs(BaseModel):
 
 def _json(value: Any) -> str:
     return json.dumps(value, default=str)
-
-
-def _tool(name: str, description: str, args: type[BaseModel], func: Any, *, mutates: bool) -> GovernedTool:
-    tool = StructuredTool.from_function(func=func, name=name, description=description, args_schema=args)
-    return GovernedTool(tool=tool, mutates=mutates)
 
 
 # --- workspace layout ----------------------------------------------------------------------
@@ -321,7 +315,7 @@ def data_tools(ctx: ToolContext) -> list[GovernedTool]:
         )
 
     return [
-        _tool(
+        GovernedTool.from_function(
             "load_dataset",
             "Load a data set (CSV, Parquet or sklearn:NAME) within the size limit and describe "
             "its columns; no values are returned.",
@@ -329,7 +323,7 @@ def data_tools(ctx: ToolContext) -> list[GovernedTool]:
             load_dataset,
             mutates=False,
         ),
-        _tool(
+        GovernedTool.from_function(
             "validate_dataset",
             "Validate the spec's data: schema, target classes, row counts, missing values, "
             "duplicates and leakage. Hard failures stop the pipeline.",
@@ -337,7 +331,7 @@ def data_tools(ctx: ToolContext) -> list[GovernedTool]:
             validate_dataset,
             mutates=False,
         ),
-        _tool(
+        GovernedTool.from_function(
             "scan_pii",
             "Scan a sample of every column of the spec's data for PII and say which columns the "
             "policy drops or hashes.",
@@ -345,7 +339,7 @@ def data_tools(ctx: ToolContext) -> list[GovernedTool]:
             scan_pii,
             mutates=False,
         ),
-        _tool(
+        GovernedTool.from_function(
             "version_dataset",
             "Drop or hash PII columns, then store the spec's data content-addressed in the "
             "workspace and return its digest.",
@@ -353,7 +347,7 @@ def data_tools(ctx: ToolContext) -> list[GovernedTool]:
             version_dataset,
             mutates=True,
         ),
-        _tool(
+        GovernedTool.from_function(
             "split_dataset",
             "Seeded, stratified train/validation/test split of the versioned data, plus the "
             "training split's reference profile for drift checks.",
@@ -435,7 +429,7 @@ def experimentation_tools(ctx: ToolContext) -> list[GovernedTool]:
         )
 
     return [
-        _tool(
+        GovernedTool.from_function(
             "train_model",
             "Train the spec's allow-listed candidates with a seeded, cross-validated search and "
             "log every candidate to MLflow; returns run ids and the best candidate.",
@@ -443,7 +437,7 @@ def experimentation_tools(ctx: ToolContext) -> list[GovernedTool]:
             train_model,
             mutates=True,
         ),
-        _tool(
+        GovernedTool.from_function(
             "list_runs",
             "List the recent runs of an MLflow experiment with their metrics and status.",
             _ExperimentArgs,

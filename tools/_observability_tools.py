@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pandas as pd
-from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
 from mlops_supervisor.policies import InvalidInputError
@@ -125,22 +126,18 @@ class _Observer:
     def _latency_plot(self, model: str, window: dict[str, Any]) -> Path | None:
         if not window:
             return None
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for version, w in sorted(window.items()):
-            ordered = sorted((float(le), c) for le, c in w["buckets"].items() if le != "+Inf")
-            total = w["buckets"].get("+Inf", 0) or 1
-            ax.plot([b * 1000 for b, _ in ordered], [c / total for _, c in ordered], marker="o", label=f"v{version}")
-        ax.set(xscale="log", xlabel="latency (ms)", ylabel="share of requests at or below", title=f"{model} latency")
-        ax.legend()
         path = self._reports(model) / f"latency-{int(time.time())}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
+        with _png(path, (7, 4)) as ax:
+            for version, w in sorted(window.items()):
+                ordered = sorted((float(le), c) for le, c in w["buckets"].items() if le != "+Inf")
+                total = w["buckets"].get("+Inf", 0) or 1
+                ax.plot(
+                    [b * 1000 for b, _ in ordered], [c / total for _, c in ordered], marker="o", label=f"v{version}"
+                )
+            ax.set(
+                xscale="log", xlabel="latency (ms)", ylabel="share of requests at or below", title=f"{model} latency"
+            )
+            ax.legend()
         return path
 
     def drift(self, model: str) -> dict[str, Any]:
@@ -224,25 +221,33 @@ class _Observer:
         judged = {c: r["psi"] for c, r in table.items() if r.get("judged")}
         if not judged:
             return None
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(8, 4))
-        names = list(judged)
-        ax.bar(
-            names, [judged[n] for n in names], color=["tab:red" if table[n]["drifted"] else "tab:blue" for n in names]
-        )
-        ax.axhline(threshold, color="black", linestyle="--", label=f"PSI limit {threshold}")
-        ax.set(ylabel="PSI", title=f"{model}: drift of live requests against training data")
-        ax.tick_params(axis="x", rotation=60)
-        ax.legend()
         path = self._reports(model) / f"drift-{int(time.time())}.png"
+        with _png(path, (8, 4)) as ax:
+            names = list(judged)
+            colors = ["tab:red" if table[n]["drifted"] else "tab:blue" for n in names]
+            ax.bar(names, [judged[n] for n in names], color=colors)
+            ax.axhline(threshold, color="black", linestyle="--", label=f"PSI limit {threshold}")
+            ax.set(ylabel="PSI", title=f"{model}: drift of live requests against training data")
+            ax.tick_params(axis="x", rotation=60)
+            ax.legend()
+        return path
+
+
+@contextmanager
+def _png(path: Path, size: tuple[float, float]) -> Iterator[Any]:
+    """One set of axes to draw on, saved to ``path`` as a PNG when the block ends; always closed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=size)
+    try:
+        yield ax
         fig.tight_layout()
         fig.savefig(path, dpi=90)
+    finally:
         plt.close(fig)
-        return path
 
 
 def observability_tools(ctx: ToolContext) -> list[GovernedTool]:
@@ -256,23 +261,19 @@ def observability_tools(ctx: ToolContext) -> list[GovernedTool]:
         return json.dumps(observer.drift(model), default=str)
 
     return [
-        GovernedTool(
-            StructuredTool.from_function(
-                func=service_metrics,
-                name="service_metrics",
-                args_schema=_ModelArgs,
-                description="Requests, error rate, latency percentiles and throughput per version, with alerts.",
-            ),
+        GovernedTool.from_function(
+            "service_metrics",
+            "Requests, error rate, latency percentiles and throughput per version, with alerts.",
+            _ModelArgs,
+            service_metrics,
             mutates=False,
         ),
-        GovernedTool(
-            StructuredTool.from_function(
-                func=drift_report,
-                name="drift_report",
-                args_schema=_ModelArgs,
-                description="Per-feature drift (PSI with KS or chi-square) of live requests against the training "
-                "data, prediction drift, and alerts with runbooks.",
-            ),
+        GovernedTool.from_function(
+            "drift_report",
+            "Per-feature drift (PSI with KS or chi-square) of live requests against the training "
+            "data, prediction drift, and alerts with runbooks.",
+            _ModelArgs,
+            drift_report,
             mutates=False,
         ),
     ]

@@ -85,6 +85,23 @@ class GovernedTool:
         """The tool's name, as models call it."""
         return self.tool.name
 
+    @classmethod
+    def from_function(
+        cls,
+        name: str,
+        description: str,
+        args: type[BaseModel],
+        func: Callable[..., Any],
+        *,
+        mutates: bool,
+        gate: Callable[[Mapping[str, Any]], GateResult] | None = None,
+    ) -> GovernedTool:
+        """A governed tool whose body is ``func``, with ``args`` as its argument schema."""
+        from langchain_core.tools import StructuredTool
+
+        tool = StructuredTool.from_function(func=func, name=name, description=description, args_schema=args)
+        return cls(tool=tool, mutates=mutates, gate=gate)
+
 
 class ToolRegistry:
     """An immutable set of governed tools, looked up by name."""

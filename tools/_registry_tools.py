@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 
-from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
 from mlops_supervisor.policies import Decision, GateRefusedError, ReasonCode
@@ -243,13 +242,8 @@ def registry_tools(ctx: ToolContext) -> list[GovernedTool]:
     def list_model_versions(model: str) -> str:
         return _json(registry.list_versions(model))
 
-    def tool(name: str, description: str, args: type[BaseModel], func: Any, **kw: Any) -> GovernedTool:
-        return GovernedTool(
-            StructuredTool.from_function(func=func, name=name, description=description, args_schema=args), **kw
-        )
-
     return [
-        tool(
+        GovernedTool.from_function(
             "register_model",
             "Register a model version from a finished training run, tagged with its data, code and training run.",
             _RegisterArgs,
@@ -257,7 +251,7 @@ def registry_tools(ctx: ToolContext) -> list[GovernedTool]:
             mutates=True,
             gate=registry.register_gate,
         ),
-        tool(
+        GovernedTool.from_function(
             "set_alias",
             "Point challenger (needs a passing evaluation of this version) or champion (also needs "
             "an approval) at a version.",
@@ -266,14 +260,14 @@ def registry_tools(ctx: ToolContext) -> list[GovernedTool]:
             mutates=True,
             gate=registry.alias_gate,
         ),
-        tool(
+        GovernedTool.from_function(
             "remove_alias",
             "Remove the challenger or champion alias of a model.",
             _RemoveAliasArgs,
             remove_alias,
             mutates=True,
         ),
-        tool(
+        GovernedTool.from_function(
             "list_model_versions",
             "List the versions of a registered model with aliases, lineage and evidence.",
             _ModelArgs,
@@ -301,14 +295,12 @@ def promotion_tool(ctx: ToolContext) -> GovernedTool:
     def gate(args: Mapping[str, Any]) -> GateResult:
         return registry.alias_gate({**args, "alias": "champion"}, action="promote_model")
 
-    return GovernedTool(
-        StructuredTool.from_function(
-            func=promote_model,
-            name="promote_model",
-            description="Promote a model version to production (the champion alias); needs a passing evaluation "
-            "and an approval by a listed approver other than the requester.",
-            args_schema=_ModelVersionArgs,
-        ),
+    return GovernedTool.from_function(
+        "promote_model",
+        "Promote a model version to production (the champion alias); needs a passing evaluation "
+        "and an approval by a listed approver other than the requester.",
+        _ModelVersionArgs,
+        promote_model,
         mutates=True,
         gate=gate,
     )

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlops_supervisor.policies import InvalidInputError
+from mlops_supervisor.policies.errors import describe_validation_error
 from mlops_supervisor.policies.estimators import ALLOWED_ESTIMATORS, Task
 
 __all__ = [
@@ -268,13 +269,6 @@ class LoadedSpec(BaseModel):
         return str((self.path.parent / source).resolve())
 
 
-def _problems(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg'].removeprefix('Value error, ')}"
-        for err in exc.errors()
-    )
-
-
 def load_spec(path: str | Path) -> LoadedSpec:
     """Read and validate a pipeline spec; ``InvalidInputError`` names every problem."""
     path = Path(path).expanduser().absolute()
@@ -293,7 +287,9 @@ def load_spec(path: str | Path) -> LoadedSpec:
     try:
         spec = PipelineSpec.model_validate(data)
     except ValidationError as exc:
-        raise InvalidInputError("spec_invalid", f"pipeline spec {path} is invalid: {_problems(exc)}") from None
+        raise InvalidInputError(
+            "spec_invalid", f"pipeline spec {path} is invalid: {describe_validation_error(exc, show_input=False)}"
+        ) from None
     return LoadedSpec(spec=spec, path=path, digest=hashlib.sha256(text.encode("utf-8")).hexdigest(), text=text)
 
 
