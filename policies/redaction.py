@@ -100,8 +100,9 @@ _MAY_MATCH: dict[str, Callable[[str, str], bool]] = {
     "PRIVATE_KEY": lambda _, low: "private key-----" in low,
     "JWT": lambda _, low: low.count("eyj") >= 2,
     "API_KEY": lambda _, low: any(prefix in low for prefix in _API_KEY_PREFIXES),
-    "SECRET_ASSIGNMENT": lambda _, low: (":" in low or "=" in low)
-    and any(word in low for word in ("key", "secret", "token", "passw", "pwd")),
+    "SECRET_ASSIGNMENT": lambda _, low: (
+        (":" in low or "=" in low) and any(word in low for word in ("key", "secret", "token", "passw", "pwd"))
+    ),
     "EMAIL_ADDRESS": lambda text, _: "@" in text,
     "CREDIT_CARD": lambda text, _: b"#" * 13 in text.encode("ascii").translate(_CARD_RUN),
 }

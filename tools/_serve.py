@@ -35,17 +35,21 @@ def main(argv: list[str] | None = None) -> None:
     # a model server's idle OpenMP workers). Set before numpy and scikit-learn load.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+    if args.kind == "router":
+        from mlops_supervisor.policies import PatternRedactor
+        from mlops_supervisor.tools._router import serve_router
+
+        redactor = PatternRedactor()
+        serve_router(args.routes, samples_path=args.samples, redactor=redactor, port=args.port)
+        return
+
     import uvicorn
 
-    from mlops_supervisor.policies import PatternRedactor
-    from mlops_supervisor.tools._serving import build_model_app, build_router_app
+    from mlops_supervisor.tools._serving import build_model_app
 
-    if args.kind == "model":
-        app = build_model_app(
-            args.model_uri, tracking_uri=args.tracking_uri, version=args.version, fail_rate=args.fail_rate
-        )
-    else:
-        app = build_router_app(args.routes, samples_path=args.samples, redactor=PatternRedactor())
+    app = build_model_app(
+        args.model_uri, tracking_uri=args.tracking_uri, version=args.version, fail_rate=args.fail_rate
+    )
     uvicorn.run(
         app, host="127.0.0.1", port=args.port, loop="uvloop", http="httptools", log_level="warning", access_log=False
     )

@@ -1,16 +1,10 @@
-"""Local serving: one model server per version and one traffic router per model, as ASGI apps.
+"""Local serving: the model server of one version, as an ASGI app (the router is ``_router.py``).
 
 The model server loads a registered version once and answers ``POST /invocations`` after
 checking every record against the model's signature: a missing, unknown or mistyped column
 gets a 400 that names it. It is a small Starlette app over the scikit-learn model that
 batches concurrent requests into one ``predict``, rather than ``mlflow models serve``: about
 50x the throughput of that on the same model (BENCHMARKS.md).
-
-The router splits traffic between versions by weight, forwards each request to the chosen
-version's server, and keeps per-version Prometheus metrics (requests by status, latency
-histogram) at ``/metrics`` plus a redacted random sample (``sample_rate`` of requests, 10 %
-by default) of requests and predictions for drift checks. Its routes live in a JSON file it
-re-reads when the file changes, so a weight change is a file write, not a restart.
 """
 
 from __future__ import annotations
@@ -19,11 +13,9 @@ import asyncio
 import json
 import os
 import random
-import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,9 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mlops_supervisor.policies import Redactor
-
-__all__ = ["build_model_app", "build_router_app", "validate_records"]
+__all__ = ["build_model_app", "validate_records"]
 
 _NUMERIC = {"double", "float", "long", "integer"}
 
@@ -110,6 +100,7 @@ class _Batcher:
     request its slice; with one request in flight it predicts at once, so an idle server adds
     no wait. If a batch fails, each request is retried alone, so one bad request cannot fail
     its neighbours.
+
     """
 
     def __init__(self, predict: Callable[[Any], Any], columns: Mapping[str, str], *, as_array: bool = False) -> None:
@@ -235,110 +226,3 @@ def build_model_app(model_uri: str, *, tracking_uri: str, version: str, fail_rat
         routes=[Route("/invocations", invocations, methods=["POST"]), Route("/health", health, methods=["GET"])],
         lifespan=lifespan,
     )
-
-
-class _Routes:
-    """The routes file, re-read when it changes."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.mtime = -1.0
-        self.versions: dict[str, dict[str, Any]] = {}
-        self.sample_rate = 0.1
-
-    def current(self) -> dict[str, dict[str, Any]]:
-        mtime = os.stat(self.path).st_mtime
-        if mtime != self.mtime:
-            routes = json.loads(self.path.read_text("utf-8"))
-            self.versions = routes["versions"]
-            self.sample_rate = float(routes.get("sample_rate", 0.1))
-            self.mtime = mtime
-        return self.versions
-
-
-def build_router_app(routes_path: Path, *, samples_path: Path, redactor: Redactor) -> Starlette:
-    """The traffic router of one model: weighted split, per-version metrics, redacted samples."""
-    import aiohttp
-    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-    from prometheus_client.exposition import CONTENT_TYPE_LATEST
-
-    routes = _Routes(routes_path)
-    registry = CollectorRegistry()
-    requests_total = Counter(
-        "mlops_requests", "Requests by model version and HTTP status", ["version", "status"], registry=registry
-    )
-    latency = Histogram(
-        "mlops_request_latency_seconds",
-        "Latency through the router, by model version",
-        ["version"],
-        registry=registry,
-        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
-    )
-    # aiohttp rather than httpx for the hop to the model server: with httpx's async client
-    # the router reached a fifth of the server's direct throughput (167 against 849
-    # requests/s, BENCHMARKS.md). The session is made in the lifespan, on the server's loop.
-    sessions: list[aiohttp.ClientSession] = []
-    timeout = aiohttp.ClientTimeout(total=10.0)
-    picker = random.Random()
-
-    async def invocations(request: Request) -> Response:
-        versions = {v: r for v, r in routes.current().items() if r.get("weight", 0) > 0}
-        if not versions:
-            return JSONResponse({"error": "no version takes traffic"}, status_code=503)
-        version = picker.choices(list(versions), weights=[r["weight"] for r in versions.values()])[0]
-        body = await request.body()
-        started = time.perf_counter()
-        try:
-            async with sessions[0].post(
-                f"{versions[version]['url']}/invocations", data=body, headers={"content-type": "application/json"}
-            ) as upstream:
-                status, content = upstream.status, await upstream.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            reason = str(exc) or type(exc).__name__
-            status, content = 502, json.dumps({"error": f"version {version} unreachable: {reason}"}).encode()
-        latency.labels(version).observe(time.perf_counter() - started)
-        requests_total.labels(version, str(status)).inc()
-        if status == 200 and picker.random() < routes.sample_rate:
-            _sample(samples_path, redactor, version, body, content)
-        return Response(
-            content, status_code=status, media_type="application/json", headers={"x-model-version": version}
-        )
-
-    async def metrics(_: Request) -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-    @asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        connector = aiohttp.TCPConnector(limit=64, ttl_dns_cache=None)
-        sessions.append(aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False))
-        yield
-        await sessions.pop().close()
-
-    async def health(_: Request) -> Response:
-        return JSONResponse({"status": "ok", "versions": routes.current(), "pid": os.getpid()})
-
-    return Starlette(
-        routes=[
-            Route("/invocations", invocations, methods=["POST"]),
-            Route("/metrics", metrics, methods=["GET"]),
-            Route("/health", health, methods=["GET"]),
-        ],
-        lifespan=lifespan,
-    )
-
-
-def _sample(path: Path, redactor: Redactor, version: str, body: bytes, content: bytes) -> None:
-    """Append one redacted request and its predictions; the file stops growing at about 50 MB."""
-    if path.exists() and path.stat().st_size > 50 * 1024 * 1024:
-        return
-    try:
-        records = json.loads(body).get("dataframe_records")
-        predictions = json.loads(content).get("predictions")
-    except (ValueError, AttributeError):
-        return
-    if not isinstance(records, list):
-        return
-    line = {"ts": time.time(), "version": version, "records": records, "predictions": predictions}
-    redacted = redactor.redact_text(json.dumps(line, default=str))
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(redacted + "\n")
