@@ -175,6 +175,12 @@ class _Deployer:
         }
 
     def advance(self, model: str) -> dict[str, Any]:
+        # under the model's lock: two steps at once would both read step k and both write k + 1,
+        # and a rollback or deploy in between would have its state overwritten
+        with model_lock(self.ctx.workspace, model):
+            return self._advance(model)
+
+    def _advance(self, model: str) -> dict[str, Any]:
         canary = self._canary(model)
         if canary is None:
             raise InvalidInputError("no_canary", f"{model} has no canary in progress; deploy a version as canary first")

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -160,15 +161,35 @@ def approval_record(audit: AuditLog, *, model: str, version: int, action: str) -
     )
 
 
+_HELD = threading.local()  # lock paths this thread holds, with their nesting depth
+
+
 @contextmanager
 def model_lock(workspace: Path, model: str) -> Iterator[None]:
-    """An exclusive lock per registered model across processes, around check-then-change of its aliases."""
-    path = Path(workspace) / "locks" / f"model-{hashlib.sha256(model.encode()).hexdigest()[:16]}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """An exclusive lock per registered model across processes, around check-then-change of its aliases.
+
+    Re-entrant within a thread: a canary step that fails its analysis rolls back under the lock
+    it already holds. (A second ``flock`` on a new descriptor of the same file would wait on
+    its own process for ever.)
+    """
+    path = str(Path(workspace) / "locks" / f"model-{hashlib.sha256(model.encode()).hexdigest()[:16]}.lock")
+    held: dict[str, int] = _HELD.__dict__.setdefault("depth", {})
+    if held.get(path):
+        held[path] += 1
+        try:
+            yield
+        finally:
+            held[path] -= 1
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        held[path] = 1
+        try:
+            yield
+        finally:
+            held[path] = 0
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
