@@ -172,7 +172,8 @@ def model_lock(workspace: Path, model: str) -> Iterator[None]:
     it already holds. (A second ``flock`` on a new descriptor of the same file would wait on
     its own process for ever.)
     """
-    path = str(Path(workspace) / "locks" / f"model-{hashlib.sha256(model.encode()).hexdigest()[:16]}.lock")
+    name = f"model-{hashlib.sha256(model.encode()).hexdigest()[:16]}.lock"
+    path = os.path.abspath(Path(workspace) / "locks" / name)  # one key however the workspace is spelt
     held: dict[str, int] = _HELD.__dict__.setdefault("depth", {})
     if held.get(path):
         held[path] += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -23,7 +24,8 @@ def test_the_holder_may_take_it_again(tmp_path: Path) -> None:
     done = threading.Event()
 
     def nested() -> None:
-        with model_lock(tmp_path, "m"), model_lock(tmp_path, "m"), model_lock(tmp_path, "m"):
+        relative = Path(os.path.relpath(tmp_path))  # the same workspace, spelt another way
+        with model_lock(tmp_path, "m"), model_lock(tmp_path, "m"), model_lock(relative, "m"):
             pass
         with model_lock(tmp_path, "m"):  # let go of fully after the nesting
             done.set()
