@@ -206,6 +206,10 @@ class LocalBackend:
             f"{log.parent.name} {log.stem} process did not answer /health on port {port} within {self.startup_timeout:g} s"
         )
 
+    def _records(self, model: str) -> list[dict[str, Any]]:
+        """Every process spawned for ``model`` and not yet ended, as recorded under ``procs/``."""
+        return [json.loads(p.read_text("utf-8")) for p in (self._dir(model) / "procs").glob("*.json")]
+
     def _end(self, model: str, record: dict[str, Any]) -> None:
         """Stop one recorded process and drop its record."""
         _terminate(record["pid"], record.get("started"))
@@ -296,11 +300,7 @@ class LocalBackend:
         state = self._state(model)
         router = state.get("router")
         known = {p["pid"] for p in [*state["versions"].values(), *([router] if router else [])]}
-        stray = [
-            record
-            for record in (json.loads(p.read_text("utf-8")) for p in (self._dir(model) / "procs").glob("*.json"))
-            if record["pid"] not in known and _alive(record["pid"], record.get("started"))
-        ]
+        stray = [r for r in self._records(model) if r["pid"] not in known and _alive(r["pid"], r.get("started"))]
         return {
             "model": model,
             "stray": sorted(stray, key=lambda r: r["pid"]),
@@ -338,8 +338,7 @@ class LocalBackend:
         procs = {
             p["pid"]: p for p in [*state["versions"].values(), *([state["router"]] if state.get("router") else [])]
         }
-        for path in (self._dir(model) / "procs").glob("*.json"):  # also those a killed command left unrecorded
-            record = json.loads(path.read_text("utf-8"))
+        for record in self._records(model):  # also those a killed command left unrecorded
             procs.setdefault(record["pid"], record)
         running = [p for p in procs.values() if _alive(p["pid"], p.get("started"))]
         for proc in procs.values():
