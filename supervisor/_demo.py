@@ -259,8 +259,12 @@ def _run_demo(workspace: Path, *, requester: str | None, console: Console | None
         from mlops_supervisor.tools._local_backend import LocalBackend
 
         stopped = LocalBackend(root, tracking_uri=f"sqlite:///{root / 'mlflow.db'}").down()
+        left = [pid for s in stopped for pid in s.get("still_running", [])]
         check(
-            "servers stopped", True, f"{sum(s['stopped'] for s in stopped)} processes (keep them with --keep-serving)"
+            "servers stopped",
+            not left,
+            f"{sum(s['stopped'] for s in stopped)} processes (keep them with --keep-serving)"
+            + (f"; still running: {left}" if left else ""),
         )
 
     audit = verify_audit_log(root / "audit.jsonl")

@@ -63,17 +63,23 @@ def _free_port() -> int:
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the parenthesised command name (state first), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()
+
+
 def _started(pid: int) -> str | None:
     """When ``pid`` started (clock ticks since boot, from /proc), or None where /proc is absent.
 
     Recorded with each pid so a pid the system has since given to another process is not
     mistaken for our server, and never signalled.
     """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rindex(")") + 2 :].split()[19]  # field 22, after the parenthesised command name
+    fields = _proc_stat(pid)
+    return fields[19] if fields else None  # field 22 of stat
 
 
 def _alive(pid: int | None, started: str | None = None) -> bool:
@@ -96,8 +102,11 @@ def _alive(pid: int | None, started: str | None = None) -> bool:
             done = 0
         if done:
             return False
-    now = _started(pid)
-    return started is None or now is None or now == started
+    fields = _proc_stat(pid)
+    if fields is None:
+        return True  # no /proc: kill(0) is all there is to go on
+    # a zombie is dead, whoever's child it is (another process's children cannot be reaped here)
+    return fields[0] != "Z" and (started is None or fields[19] == started)
 
 
 def _terminate(pid: int | None, started: str | None = None, grace: float = 5.0) -> None:
@@ -345,7 +354,13 @@ class LocalBackend:
             self._end(model, proc)
         for name in ("state.json", "routes.json"):
             (self._dir(model) / name).unlink(missing_ok=True)
-        return {"model": model, "stopped": len(running), "already_dead": len(procs) - len(running)}
+        left = sorted(p["pid"] for p in running if _alive(p["pid"], p.get("started")))
+        return {
+            "model": model,
+            "stopped": len(running) - len(left),
+            "already_dead": len(procs) - len(running),
+            **({"still_running": left} if left else {}),  # what would not die, even by SIGKILL
+        }
 
     def restore(self, model: str) -> dict[str, Any]:
         """Restart whatever of ``model``'s recorded endpoint died: versions on new ports, the router on its own.
