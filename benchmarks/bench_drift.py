@@ -6,7 +6,7 @@ shifted by +8 years, plus a 200,000-row control sample without the shift; all th
 to parquet once so both sides read identical data. Each side runs as a fresh process and times
 only its drift computation on the already-loaded frames:
 
-- ours: ``mlops_supervisor.tools._drift.drift_table(reference, current, psi_threshold=0.2,
+- ours: ``mlops_supervisor.tools.monitoring.drift_table(reference, current, psi_threshold=0.2,
   p_value=0.01, min_samples=100)`` in this interpreter (run the benchmark with the project's venv);
 - Evidently: ``benchmarks/evidently_drift.py``, ``Report([DataDriftPreset()])`` with the same
   numeric / categorical split given in its ``DataDefinition``, in ``benchmarks/.venv-evidently``
@@ -55,7 +55,7 @@ def worker(reference_path: str, current_path: str, categorical: list[str], split
     """Our side, in a fresh process: load both files, time ``drift_table`` alone, print JSON."""
     import pandas as pd
 
-    from mlops_supervisor.tools._drift import drift_table
+    from mlops_supervisor.tools.monitoring._drift import drift_table
 
     reference = pd.read_parquet(reference_path)
     current = pd.read_parquet(current_path)

@@ -162,10 +162,10 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
-    from mlops_supervisor.tools._local_backend import LocalBackend
+    from mlops_supervisor.tools.serving import LocalBackend
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))
-    backend = LocalBackend(tmp / "ws", tracking_uri="")
+    backend = LocalBackend.for_workspace(tmp / "ws")
     mlflow_server: subprocess.Popen[bytes] | None = None
     try:
         tracking_uri, model_uri, row = register_model(tmp)

@@ -414,9 +414,9 @@ class Supervisor:
 
     def endpoints(self) -> list[EndpointSummary]:
         """Each model this workspace serves, with whether its router and versions are running now."""
-        from mlops_supervisor.tools._local_backend import LocalBackend
+        from mlops_supervisor.tools.serving import LocalBackend
 
-        backend = LocalBackend(self.workspace.root, tracking_uri=self.settings.mlflow_tracking_uri or "")
+        backend = LocalBackend.for_workspace(self.workspace.root, self.settings.mlflow_tracking_uri)
         summaries = []
         for model in backend.models():
             now = backend.status(model)

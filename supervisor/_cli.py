@@ -208,11 +208,10 @@ def rollback(
 def _backend_models(model_name: str | None) -> tuple[Any, list[str]]:
     """The workspace's serving backend and the models a command acts on (all, or the one named)."""
     from mlops_supervisor._settings import Settings
-    from mlops_supervisor.tools._local_backend import LocalBackend
-    from mlops_supervisor.tools._mlflow import default_tracking_uri
+    from mlops_supervisor.tools.serving import LocalBackend
 
     root = _workspace_path()
-    backend = LocalBackend(root, tracking_uri=Settings().mlflow_tracking_uri or default_tracking_uri(root))
+    backend = LocalBackend.for_workspace(root, Settings().mlflow_tracking_uri)
     known = backend.models()
     if model_name is not None and model_name not in known:
         raise UsageError(

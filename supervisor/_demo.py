@@ -91,10 +91,10 @@ def run_demo(
         return _run_demo(workspace, requester=requester, console=console, keep_serving=keep_serving)
     finally:
         if not keep_serving:
-            from mlops_supervisor.tools._local_backend import LocalBackend
+            from mlops_supervisor.tools.serving import LocalBackend
 
             root = Path(workspace).expanduser().absolute() / "demo"
-            LocalBackend(root, tracking_uri=f"sqlite:///{root / 'mlflow.db'}").down()
+            LocalBackend.for_workspace(root).down()
 
 
 def _run_demo(workspace: Path, *, requester: str | None, console: Console | None, keep_serving: bool) -> RunResult:
@@ -256,9 +256,9 @@ def _run_demo(workspace: Path, *, requester: str | None, console: Console | None
     )
 
     if not keep_serving:
-        from mlops_supervisor.tools._local_backend import LocalBackend
+        from mlops_supervisor.tools.serving import LocalBackend
 
-        stopped = LocalBackend(root, tracking_uri=f"sqlite:///{root / 'mlflow.db'}").down()
+        stopped = LocalBackend.for_workspace(root).down()
         left = [pid for s in stopped for pid in s.get("still_running", [])]
         check(
             "servers stopped",

@@ -20,7 +20,7 @@ __all__ = ["playbook", "preflight", "resolve_refs"]
 
 def preflight(spec_path: str | Path, policy: Policy) -> LoadedSpec:
     """The validated spec; ``InvalidInputError`` for anything wrong that needs no data to see."""
-    from mlops_supervisor.tools._training import plan_search
+    from mlops_supervisor.tools.training import plan_search
 
     loaded = load_spec(spec_path)
     source = loaded.resolve_source()

@@ -85,7 +85,7 @@ def cli(workspace: Path) -> Iterator[CliRun]:
         )
 
     yield run
-    from mlops_supervisor.tools._local_backend import LocalBackend
+    from mlops_supervisor.tools.serving import LocalBackend
 
     for root in (workspace, workspace / "demo"):
-        LocalBackend(root, tracking_uri="").down()
+        LocalBackend.for_workspace(root).down()

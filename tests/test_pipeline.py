@@ -129,7 +129,7 @@ def test_logged_model_loads_with_signature_and_predicts(adult_run: tuple[dict[st
     """The best model loads back through pyfunc from the workspace store, with its signature and input example."""
     import mlflow.pyfunc
 
-    from mlops_supervisor.tools._mlflow import using_store
+    from mlops_supervisor.tools.core import using_store
 
     payload, ws = adult_run
     best = _training(payload)["best"]["run_id"]
@@ -269,7 +269,7 @@ def _every_text(ws: Path) -> Iterator[tuple[str, str]]:
     """(where, text) for every param, tag, metric name and artifact of every run and logged model."""
     import mlflow.artifacts
 
-    from mlops_supervisor.tools._mlflow import using_store
+    from mlops_supervisor.tools.core import using_store
 
     client = _store(ws)
     for run in _runs(ws):

@@ -1,7 +1,16 @@
-"""The domain tools and their backends; every call reaches them through the policy node."""
+"""The domain tools and their backends; every call reaches them through the policy node.
+
+One subpackage per part of the lifecycle, each owning its tools: ``core`` (the governed tool,
+the registry of tools, the context, the MLflow store, locks, atomic writes), ``data``,
+``training``, ``evaluation``, ``registry`` (the MLflow model registry and the evidence the
+gates read), ``serving`` (backends, model server, router, deployment tools) and
+``monitoring``. ``_catalogue`` is the one list of every tool; ``_spec`` the pipeline spec all
+stages read. This module is the public surface.
+"""
 
 from mlops_supervisor.tools._catalogue import build_tool_registry
-from mlops_supervisor.tools._registry import (
+from mlops_supervisor.tools._spec import LoadedSpec, PipelineSpec, load_spec, spec_json_schema
+from mlops_supervisor.tools.core import (
     GateResult,
     GovernedTool,
     ProgressFactory,
@@ -9,7 +18,6 @@ from mlops_supervisor.tools._registry import (
     ToolRegistry,
     no_progress,
 )
-from mlops_supervisor.tools._spec import LoadedSpec, PipelineSpec, load_spec, spec_json_schema
 
 __all__ = [
     "GateResult",

@@ -14,12 +14,13 @@ from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
 from mlops_supervisor.policies import ToolNotAvailableError, verify_audit_log
-from mlops_supervisor.tools._deployment_tools import deployment_tools
-from mlops_supervisor.tools._evaluation import evaluation_tools
-from mlops_supervisor.tools._lifecycle_tools import data_tools, experimentation_tools
-from mlops_supervisor.tools._observability_tools import observability_tools
-from mlops_supervisor.tools._registry import GovernedTool, ToolContext, ToolRegistry
-from mlops_supervisor.tools._registry_tools import promotion_tool, registry_tools
+from mlops_supervisor.tools.core import GovernedTool, ToolContext, ToolRegistry
+from mlops_supervisor.tools.data import data_tools
+from mlops_supervisor.tools.evaluation import evaluation_tools
+from mlops_supervisor.tools.monitoring import observability_tools
+from mlops_supervisor.tools.registry import promotion_tool, registry_tools
+from mlops_supervisor.tools.serving import deployment_tools
+from mlops_supervisor.tools.training import experimentation_tools
 
 __all__ = ["build_tool_registry"]
 

@@ -12,7 +12,7 @@ from mlops_supervisor.policies import InvalidInputError
 from mlops_supervisor.policies.pii import PresidioRedactor
 from mlops_supervisor.policies.policy import PiiRules
 from mlops_supervisor.policies.redaction import PatternRedactor
-from mlops_supervisor.tools import _data as data
+from mlops_supervisor.tools import data
 from mlops_supervisor.tools._spec import DataSpec, SplitSpec
 from tests.conftest import ADULT
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from mlops_supervisor.tools._drift import _ks, drift_table
+from mlops_supervisor.tools.monitoring._drift import _ks, drift_table
 from tests.conftest import ADULT
 
 

@@ -8,11 +8,11 @@ import sys
 import threading
 from pathlib import Path
 
-from mlops_supervisor.tools._evidence import model_lock
+from mlops_supervisor.tools.core import model_lock
 
 _CHILD = """
 import sys
-from mlops_supervisor.tools._evidence import model_lock
+from mlops_supervisor.tools.core import model_lock
 print("ready", flush=True)
 with model_lock(sys.argv[1], "m"):
     print("in", flush=True)

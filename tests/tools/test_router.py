@@ -19,8 +19,8 @@ import pytest
 import uvloop
 
 from mlops_supervisor.policies import PatternRedactor
-from mlops_supervisor.tools import _router
-from mlops_supervisor.tools._router import Router, start_router
+from mlops_supervisor.tools.serving import _router
+from mlops_supervisor.tools.serving._router import Router, start_router
 
 
 class _ModelServer(BaseHTTPRequestHandler):

@@ -20,9 +20,9 @@ import pandas as pd
 import pytest
 
 from mlops_supervisor import Supervisor
-from mlops_supervisor.tools._local_backend import LocalBackend, _alive
-from mlops_supervisor.tools._mlflow import using_store
-from mlops_supervisor.tools._serving import _Batcher, _numeric_in_signature_order, validate_records
+from mlops_supervisor.tools.core import using_store
+from mlops_supervisor.tools.serving._local import LocalBackend, _alive
+from mlops_supervisor.tools.serving._model_server import _Batcher, _numeric_in_signature_order, validate_records
 from tests.conftest import CLI
 from tests.test_pipeline import _adult_slice, small_spec
 
@@ -130,7 +130,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     uri = f"sqlite:///{ws / 'mlflow.db'}"
     with using_store(uri) as client:
         sources = {v: client.get_model_version("small-model", str(v)).source for v in (1, 2)}
-    backend = LocalBackend(ws, tracking_uri=uri)
+    backend = LocalBackend.for_workspace(ws, uri)
     test = pd.read_parquet(next(ws.glob("datasets/*/splits/*/test.parquet")))
     features = [c for c in test.columns if c not in ("class", "sex")]  # race is a feature of this spec
     records = json.loads(test[features].head(20).to_json(orient="records"))

@@ -10,7 +10,7 @@ import yaml
 
 from mlops_supervisor.policies import InvalidInputError, load_policy
 from mlops_supervisor.tools import load_spec, spec_json_schema
-from mlops_supervisor.tools._training import plan_search
+from mlops_supervisor.tools.training import plan_search
 from tests.conftest import EXAMPLE_SPEC, with_overrides
 
 
@@ -98,8 +98,8 @@ def test_policy_cannot_widen_the_estimator_allow_list(tmp_path: Path) -> None:
 
 def test_champion_comparison_with_and_without_a_minimum_improvement() -> None:
     """Zero minimums: not worse is enough (MLflow rejects zero); positive minimums go through MLflow's validator."""
-    from mlops_supervisor.tools._evaluation import beats_champion
     from mlops_supervisor.tools._spec import ChampionComparison
+    from mlops_supervisor.tools.evaluation import beats_champion
 
     none = ChampionComparison()
     assert beats_champion("roc_auc", 0.90, 0.90, none, greater_is_better=True) == (True, "")

@@ -18,7 +18,6 @@ import subprocess
 import time
 import warnings
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import pandas as pd
 from mlops_supervisor.policies import InvalidInputError, Redactor
 from mlops_supervisor.policies.policy import TrainingRules
 from mlops_supervisor.tools._spec import Candidate, LoadedSpec, PipelineSpec, search_size
+from mlops_supervisor.tools.core import ProgressFactory
 
 __all__ = ["SearchPlan", "TrainingData", "code_version", "environment", "plan_search", "train_candidates"]
 
@@ -290,8 +290,6 @@ def trusted_types(model: Any) -> list[str]:
 
 
 # --- the training run ---------------------------------------------------------------------
-
-ProgressFactory = Callable[[str, int], AbstractContextManager[Callable[[str], None]]]
 
 
 @dataclass(frozen=True)

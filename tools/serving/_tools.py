@@ -12,59 +12,39 @@ known-good version in traffic and in the ``champion`` alias together, as one rec
 from __future__ import annotations
 
 import json
-import re
 import tempfile
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from mlops_supervisor.policies import GateRefusedError, InvalidInputError
 from mlops_supervisor.policies.canary import CanaryThresholds, VersionWindow, analyze_canary, quantile_from_buckets
 from mlops_supervisor.policies.gates import evaluate_challenger_gate
-from mlops_supervisor.tools._evidence import model_lock, version_evidence
-from mlops_supervisor.tools._local_backend import LocalBackend
-from mlops_supervisor.tools._mlflow import default_tracking_uri, using_store
-from mlops_supervisor.tools._registry import GateResult, GovernedTool, ToolContext
 from mlops_supervisor.tools._spec import DeploymentSpec, PipelineSpec
+from mlops_supervisor.tools.core import (
+    GateResult,
+    GovernedTool,
+    ModelArgs,
+    ModelVersionArgs,
+    ToolContext,
+    model_lock,
+    to_json,
+    using_store,
+    write_json_atomic,
+)
+from mlops_supervisor.tools.registry import aliased_version, version_evidence
+from mlops_supervisor.tools.serving._local import LocalBackend
+from mlops_supervisor.tools.serving._metrics import read_window
 
-__all__ = ["deployment_tools", "read_window"]
+__all__ = ["deployment_tools"]
 
 
-class _DeployArgs(BaseModel):
-    model: str = Field(description="registered model name")
-    version: int = Field(ge=1, description="model version number")
+class _DeployArgs(ModelVersionArgs):
     target: str = Field(default="canary", description="canary (a share of traffic) or staging (all traffic)")
-
-
-class _ModelArgs(BaseModel):
-    model: str = Field(description="registered model name")
-
-
-_SAMPLE = re.compile(r"^(mlops_requests_total|mlops_request_latency_seconds_bucket)\{([^}]*)\} ([0-9.e+-]+)$")
-
-
-def read_window(metrics_text: str) -> dict[str, dict[str, Any]]:
-    """Per version: total requests, errors (status >= 500) and cumulative latency buckets, from /metrics."""
-    out: dict[str, dict[str, Any]] = {}
-    for line in metrics_text.splitlines():
-        match = _SAMPLE.match(line)
-        if not match:
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', match[2]))
-        entry = out.setdefault(labels["version"], {"requests": 0.0, "errors": 0.0, "buckets": {}})
-        value = float(match[3])
-        if match[1] == "mlops_requests_total":
-            entry["requests"] += value
-            if labels["status"].startswith("5"):
-                entry["errors"] += value
-        else:
-            entry["buckets"][labels["le"]] = value
-    return out
 
 
 def _delta(now: dict[str, Any], then: dict[str, Any] | None) -> VersionWindow:
@@ -87,8 +67,8 @@ def _delta(now: dict[str, Any], then: dict[str, Any] | None) -> VersionWindow:
 class _Deployer:
     def __init__(self, ctx: ToolContext) -> None:
         self.ctx = ctx
-        self.uri = ctx.tracking_uri or default_tracking_uri(ctx.workspace)
-        self.backend = LocalBackend(Path(ctx.workspace), tracking_uri=self.uri)
+        self.uri = ctx.store_uri
+        self.backend = LocalBackend.for_workspace(ctx.workspace, self.uri)
 
     def _canary_path(self, model: str) -> Path:
         return Path(self.ctx.workspace) / "serving" / model / "canary.json"
@@ -102,10 +82,7 @@ class _Deployer:
         if value is None:
             path.unlink(missing_ok=True)
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".canary.{uuid.uuid4().hex}")
-        tmp.write_text(json.dumps(value, indent=2), "utf-8")
-        tmp.replace(path)
+        write_json_atomic(path, value)
 
     def _metrics(self, model: str) -> dict[str, dict[str, Any]]:
         router = self.backend.status(model)["router"]
@@ -248,10 +225,8 @@ class _Deployer:
 
     def rollback(self, model: str, *, reason: str = "requested") -> dict[str, Any]:
         with model_lock(self.ctx.workspace, model), using_store(self.uri) as client:
-            try:
-                champion: int | None = int(client.get_model_version_by_alias(model, "champion").version)
-            except Exception:  # noqa: BLE001 - no champion
-                champion = None
+            found = aliased_version(client, model)
+            champion = int(found.version) if found is not None else None
             canary = self._canary(model)
             status = self.backend.status(model)
             running = [v for v, s in status["versions"].items() if s["alive"]]
@@ -294,16 +269,16 @@ def deployment_tools(ctx: ToolContext) -> list[GovernedTool]:
     deployer = _Deployer(ctx)
 
     def deploy_model(model: str, version: int, target: str = "canary") -> str:
-        return json.dumps(deployer.deploy(model, version, target), default=str)
+        return to_json(deployer.deploy(model, version, target))
 
     def advance_canary(model: str) -> str:
-        return json.dumps(deployer.advance(model), default=str)
+        return to_json(deployer.advance(model))
 
     def rollback_model(model: str) -> str:
-        return json.dumps(deployer.rollback(model), default=str)
+        return to_json(deployer.rollback(model))
 
     def endpoint_status(model: str) -> str:
-        return json.dumps({**deployer.backend.status(model), "canary": deployer._canary(model)}, default=str)
+        return to_json({**deployer.backend.status(model), "canary": deployer._canary(model)})
 
     return [
         GovernedTool.from_function(
@@ -318,21 +293,21 @@ def deployment_tools(ctx: ToolContext) -> list[GovernedTool]:
             "advance_canary",
             "Judge the canary's traffic window against stable: pass takes the next step, fail "
             "rolls back automatically, inconclusive holds.",
-            _ModelArgs,
+            ModelArgs,
             advance_canary,
             mutates=True,
         ),
         GovernedTool.from_function(
             "rollback_model",
             "Restore the last known-good version in traffic and in the champion alias together.",
-            _ModelArgs,
+            ModelArgs,
             rollback_model,
             mutates=True,
         ),
         GovernedTool.from_function(
             "endpoint_status",
             "Versions, weights, processes and canary progress of a model's endpoint.",
-            _ModelArgs,
+            ModelArgs,
             endpoint_status,
             mutates=False,
         ),

@@ -1,7 +1,7 @@
 """Process entry points of the local serving backend (started by ``LocalBackend``).
 
-python -m mlops_supervisor.tools._serve model --model-uri URI --tracking-uri URI --version N --port P
-python -m mlops_supervisor.tools._serve router --routes FILE --samples FILE --port P
+python -m mlops_supervisor.tools.serving._main model --model-uri URI --tracking-uri URI --version N --port P
+python -m mlops_supervisor.tools.serving._main router --routes FILE --samples FILE --port P
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> None:
     """Serve one model version or one router on loopback until terminated."""
     os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    parser = argparse.ArgumentParser(prog="mlops_supervisor.tools._serve")
+    parser = argparse.ArgumentParser(prog="mlops_supervisor.tools.serving._main")
     sub = parser.add_subparsers(dest="kind", required=True)
     model = sub.add_parser("model")
     model.add_argument("--model-uri", required=True)
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.kind == "router":
         from mlops_supervisor.policies import PatternRedactor
-        from mlops_supervisor.tools._router import serve_router
+        from mlops_supervisor.tools.serving._router import serve_router
 
         redactor = PatternRedactor()
         _freeze_heap()
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import uvicorn
 
-    from mlops_supervisor.tools._serving import build_model_app
+    from mlops_supervisor.tools.serving._model_server import build_model_app
 
     app = build_model_app(
         args.model_uri, tracking_uri=args.tracking_uri, version=args.version, fail_rate=args.fail_rate

@@ -19,23 +19,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
-from pydantic import BaseModel, Field
 
 from mlops_supervisor.policies import Decision, GateRefusedError, InvalidInputError, ReasonCode
-from mlops_supervisor.tools._data import dataset_digest
-from mlops_supervisor.tools._evidence import report_digest
-from mlops_supervisor.tools._mlflow import default_tracking_uri, using_store
-from mlops_supervisor.tools._registry import GovernedTool, ToolContext
 from mlops_supervisor.tools._spec import PipelineSpec
+from mlops_supervisor.tools.core import GovernedTool, ModelVersionArgs, ToolContext, to_json, using_store
+from mlops_supervisor.tools.data import dataset_digest
+from mlops_supervisor.tools.registry import aliased_version, report_digest
 
 __all__ = ["evaluation_tools"]
 
 _LOSSES = {"log_loss", "brier_score", "rmse", "mae", "expected_calibration_error"}
-
-
-class _ModelVersionArgs(BaseModel):
-    model: str = Field(description="registered model name")
-    version: int = Field(ge=1, description="model version number")
 
 
 def _stricter(metric: str, a: float | None, b: float | None) -> float:
@@ -67,7 +60,7 @@ def _calibration(y: np.ndarray, p: np.ndarray, bins: int = 10) -> dict[str, Any]
 class _Evaluator:
     def __init__(self, ctx: ToolContext) -> None:
         self.ctx = ctx
-        self.uri = ctx.tracking_uri or default_tracking_uri(ctx.workspace)
+        self.uri = ctx.store_uri
 
     def _context(self, client: Any, model: str, version: int) -> dict[str, Any]:
         try:
@@ -354,9 +347,8 @@ class _Evaluator:
         metrics: dict[str, float],
         classification: bool,
     ) -> dict[str, Any] | None:
-        try:
-            champion = client.get_model_version_by_alias(model, "champion")
-        except Exception:  # noqa: BLE001 - no champion yet: nothing to beat
+        champion = aliased_version(client, model)
+        if champion is None:  # no champion yet: nothing to beat
             return None
         if int(champion.version) == version:
             return None
@@ -439,25 +431,25 @@ def evaluation_tools(ctx: ToolContext) -> list[GovernedTool]:
     evaluator = _Evaluator(ctx)
 
     def evaluate_model(model: str, version: int) -> str:
-        return json.dumps(evaluator.evaluate(model, version), default=str)
+        return to_json(evaluator.evaluate(model, version))
 
     def check_fairness(model: str, version: int) -> str:
         report = evaluator.evaluate(model, version, log=False)
-        return json.dumps({"model": model, "version": version, "fairness": report["fairness"]}, default=str)
+        return to_json({"model": model, "version": version, "fairness": report["fairness"]})
 
     return [
         GovernedTool.from_function(
             "evaluate_model",
             "Evaluate a registered version on its held-out test split: metrics, thresholds, "
             "the champion comparison and fairness; logs the report, plots and evidence.",
-            _ModelVersionArgs,
+            ModelVersionArgs,
             evaluate_model,
             mutates=True,
         ),
         GovernedTool.from_function(
             "check_fairness",
             "Per-group metrics and fairness differences of a version on its test split (read-only; nothing is logged).",
-            _ModelVersionArgs,
+            ModelVersionArgs,
             check_fairness,
             mutates=False,
         ),

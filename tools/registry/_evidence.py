@@ -7,14 +7,9 @@ an approval is read from the hash-chained audit log, whose chain must verify.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
 import tempfile
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,8 +19,8 @@ from mlops_supervisor.policies.gates import ApprovalRecord, EvaluationEvidence, 
 
 __all__ = [
     "CHAMPION_ACTION",
+    "aliased_version",
     "approval_record",
-    "model_lock",
     "report_digest",
     "training_evidence",
     "version_evidence",
@@ -109,13 +104,19 @@ def _evaluation(client: Any, model: str, version: int, tags: dict[str, str]) -> 
     )
 
 
+def aliased_version(client: Any, model: str, alias: str = "champion") -> Any | None:
+    """The model version ``alias`` points at, or ``None`` when the alias is not set (the champion by default)."""
+    try:
+        return client.get_model_version_by_alias(model, alias)
+    except Exception:  # noqa: BLE001 - no such alias yet
+        return None
+
+
 def version_evidence(client: Any, model: str, version: int) -> VersionEvidence:
     """The evidence of ``model`` ``version`` as MLflow holds it now."""
     mv = _model_version(client, model, version)
-    try:
-        champion: int | None = int(client.get_model_version_by_alias(model, "champion").version)
-    except Exception:  # noqa: BLE001 - no champion alias yet
-        champion = None
+    found = aliased_version(client, model)
+    champion = int(found.version) if found is not None else None
     tags = dict(mv.tags)
     canary = tags.get("mlops.canary.passed")
     return VersionEvidence(
@@ -159,38 +160,3 @@ def approval_record(audit: AuditLog, *, model: str, version: int, action: str) -
         approved_at=datetime.fromisoformat(found["ts"]),
         expires_at=datetime.fromisoformat(found["expires_at"]),
     )
-
-
-_HELD = threading.local()  # lock paths this thread holds, with their nesting depth
-
-
-@contextmanager
-def model_lock(workspace: Path, model: str) -> Iterator[None]:
-    """An exclusive lock per registered model across processes, around check-then-change of its aliases.
-
-    Re-entrant within a thread: a canary step that fails its analysis rolls back under the lock
-    it already holds. (A second ``flock`` on a new descriptor of the same file would wait on
-    its own process for ever.)
-    """
-    name = f"model-{hashlib.sha256(model.encode()).hexdigest()[:16]}.lock"
-    path = os.path.abspath(Path(workspace) / "locks" / name)  # one key however the workspace is spelt
-    held: dict[str, int] = _HELD.__dict__.setdefault("depth", {})
-    if held.get(path):
-        held[path] += 1
-        try:
-            yield
-        finally:
-            held[path] -= 1
-        return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        held[path] = 1
-        try:
-            yield
-        finally:
-            held[path] = 0
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)

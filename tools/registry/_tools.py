@@ -8,12 +8,11 @@ evidence its approval was bound to has changed: the champion moved).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from mlops_supervisor.policies import Decision, GateRefusedError, ReasonCode
 from mlops_supervisor.policies.gates import (
@@ -24,48 +23,39 @@ from mlops_supervisor.policies.gates import (
     evaluate_register_gate,
     evidence_digest,
 )
-from mlops_supervisor.tools._evidence import (
-    CHAMPION_ACTION,
-    approval_record,
+from mlops_supervisor.tools.core import (
+    GateResult,
+    GovernedTool,
+    ModelArgs,
+    ModelVersionArgs,
+    ToolContext,
     model_lock,
+    to_json,
+    using_store,
+)
+from mlops_supervisor.tools.registry._evidence import (
+    CHAMPION_ACTION,
+    aliased_version,
+    approval_record,
     training_evidence,
     version_evidence,
 )
-from mlops_supervisor.tools._mlflow import default_tracking_uri, using_store
-from mlops_supervisor.tools._registry import GateResult, GovernedTool, ToolContext
 
 __all__ = ["promotion_tool", "registry_tools"]
 
 Alias = Literal["challenger", "champion"]
 
 
-class _RegisterArgs(BaseModel):
-    model: str = Field(description="registered model name")
+class _RegisterArgs(ModelArgs):
     run_id: str = Field(description="MLflow run id of a finished training run (a candidate)")
 
 
-class _AliasArgs(BaseModel):
-    model: str = Field(description="registered model name")
-    version: int = Field(ge=1, description="model version number")
+class _AliasArgs(ModelVersionArgs):
     alias: Alias = Field(description="challenger (needs a passing evaluation) or champion (also an approval)")
 
 
-class _RemoveAliasArgs(BaseModel):
-    model: str = Field(description="registered model name")
+class _RemoveAliasArgs(ModelArgs):
     alias: Alias = Field(description="the alias to remove")
-
-
-class _ModelArgs(BaseModel):
-    model: str = Field(description="registered model name")
-
-
-class _ModelVersionArgs(BaseModel):
-    model: str = Field(description="registered model name")
-    version: int = Field(ge=1, description="model version number")
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, default=str)
 
 
 class _Registry:
@@ -73,7 +63,7 @@ class _Registry:
 
     def __init__(self, ctx: ToolContext) -> None:
         self.ctx = ctx
-        self.uri = ctx.tracking_uri or default_tracking_uri(ctx.workspace)
+        self.uri = ctx.store_uri
 
     def now(self) -> datetime:
         now: datetime = self.ctx.clock()
@@ -196,10 +186,8 @@ class _Registry:
 
     @staticmethod
     def _alias_version(client: Any, model: str, alias: str) -> int | None:
-        try:
-            return int(client.get_model_version_by_alias(model, alias).version)
-        except Exception:  # noqa: BLE001 - no such alias yet
-            return None
+        found = aliased_version(client, model, alias)
+        return int(found.version) if found is not None else None
 
     def remove_alias(self, model: str, alias: str) -> dict[str, Any]:
         with model_lock(self.ctx.workspace, model), using_store(self.uri) as client:
@@ -231,16 +219,16 @@ def registry_tools(ctx: ToolContext) -> list[GovernedTool]:
     registry = _Registry(ctx)
 
     def register_model(model: str, run_id: str) -> str:
-        return _json(registry.register(model, run_id))
+        return to_json(registry.register(model, run_id))
 
     def set_alias(model: str, version: int, alias: str) -> str:
-        return _json(registry.set_alias(model, version, alias))
+        return to_json(registry.set_alias(model, version, alias))
 
     def remove_alias(model: str, alias: str) -> str:
-        return _json(registry.remove_alias(model, alias))
+        return to_json(registry.remove_alias(model, alias))
 
     def list_model_versions(model: str) -> str:
-        return _json(registry.list_versions(model))
+        return to_json(registry.list_versions(model))
 
     return [
         GovernedTool.from_function(
@@ -270,7 +258,7 @@ def registry_tools(ctx: ToolContext) -> list[GovernedTool]:
         GovernedTool.from_function(
             "list_model_versions",
             "List the versions of a registered model with aliases, lineage and evidence.",
-            _ModelArgs,
+            ModelArgs,
             list_model_versions,
             mutates=False,
         ),
@@ -283,14 +271,14 @@ def promotion_tool(ctx: ToolContext) -> GovernedTool:
 
     def promote_model(model: str, version: int) -> str:
         promoted = registry.set_alias(model, version, "champion", action="promote_model")
-        from mlops_supervisor.tools._local_backend import LocalBackend
+        from mlops_supervisor.tools.serving import LocalBackend  # serving reads the registry's evidence
 
-        backend = LocalBackend(ctx.workspace, tracking_uri=registry.uri)
+        backend = LocalBackend.for_workspace(ctx.workspace, registry.uri)
         running = {v for v, s in backend.status(model)["versions"].items() if s["alive"]}
         if version in running:
             # full traffic to the champion; the others keep running at 0 for an instant rollback
             promoted["traffic"] = backend.set_weights(model, {v: 100 if v == version else 0 for v in running})
-        return _json(promoted)
+        return to_json(promoted)
 
     def gate(args: Mapping[str, Any]) -> GateResult:
         return registry.alias_gate({**args, "alias": "champion"}, action="promote_model")
@@ -299,7 +287,7 @@ def promotion_tool(ctx: ToolContext) -> GovernedTool:
         "promote_model",
         "Promote a model version to production (the champion alias); needs a passing evaluation "
         "and an approval by a listed approver other than the requester.",
-        _ModelVersionArgs,
+        ModelVersionArgs,
         promote_model,
         mutates=True,
         gate=gate,

@@ -1,7 +1,6 @@
 """The embedded serving backend: real server processes on loopback, their state in the workspace.
 
-``ServingBackend`` is the protocol a Kubernetes backend implements too: deploy a version,
-set weights, report status, roll back, stop. ``LocalBackend`` keeps, per model,
+``LocalBackend`` implements ``ServingBackend`` (``_backend.py``). It keeps, per model,
 ``<workspace>/serving/<model>/state.json`` (processes, ports, weights) and ``routes.json``
 (what the router reads), so a later command finds the servers, sees which died, and
 ``stop`` ends them all. Processes run in their own session so a Ctrl-C of the command that
@@ -17,39 +16,15 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 
 from mlops_supervisor.policies import InvalidInputError, RunError
+from mlops_supervisor.tools.core import default_tracking_uri, write_json_atomic
 
-__all__ = ["LocalBackend", "ServingBackend"]
-
-
-class ServingBackend(Protocol):
-    """What a serving backend offers the deployment tools."""
-
-    def deploy(self, model: str, version: int, model_uri: str, *, weight: int) -> dict[str, Any]:
-        """Start ``version`` (if it is not running) and give it ``weight`` percent of traffic."""
-        ...
-
-    def set_weights(self, model: str, weights: dict[int, int]) -> dict[str, Any]:
-        """Split traffic between running versions; weights sum to 100."""
-        ...
-
-    def status(self, model: str) -> dict[str, Any]:
-        """Versions, weights, processes and health as they are now."""
-        ...
-
-    def rollback(self, model: str, to_version: int) -> dict[str, Any]:
-        """All traffic to ``to_version``; every other version stopped."""
-        ...
-
-    def stop(self, model: str) -> dict[str, Any]:
-        """Stop every process of ``model`` and forget its state."""
-        ...
+__all__ = ["LocalBackend"]
 
 
 def _free_port() -> int:
@@ -135,6 +110,17 @@ class LocalBackend:
         self.tracking_uri = tracking_uri
         self.startup_timeout = startup_timeout
 
+    @classmethod
+    def for_workspace(
+        cls, workspace: Path, tracking_uri: str | None = None, *, startup_timeout: float = 60.0
+    ) -> LocalBackend:
+        """The backend of ``workspace``; its model servers read ``tracking_uri``, else the workspace's own store."""
+        return cls(
+            Path(workspace),
+            tracking_uri=tracking_uri or default_tracking_uri(Path(workspace)),
+            startup_timeout=startup_timeout,
+        )
+
     # --- state ---------------------------------------------------------------------------
 
     def _dir(self, model: str) -> Path:
@@ -163,14 +149,12 @@ class LocalBackend:
                 },
             ),
         ):
-            tmp = home / f".{name}.{uuid.uuid4().hex}"
-            tmp.write_text(json.dumps(value, indent=2), "utf-8")
-            os.replace(tmp, home / name)
+            write_json_atomic(home / name, value)
 
     # --- processes -------------------------------------------------------------------------
 
     def _spawn(self, model: str, args: list[str], log: str, port: int | None = None) -> dict[str, Any]:
-        """Start one ``_serve`` process and wait for its /health: its pid, start time and port.
+        """Start one ``_main`` process and wait for its /health: its pid, start time and port.
 
         The process is recorded under ``procs/`` before the wait, so a command killed while a
         server starts still leaves it findable by ``stop``; an error or Ctrl-C here ends it.
@@ -180,7 +164,7 @@ class LocalBackend:
         (home / "procs").mkdir(parents=True, exist_ok=True)
         with (home / log).open("ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "mlops_supervisor.tools._serve", *args, "--port", str(port)],
+                [sys.executable, "-m", "mlops_supervisor.tools.serving._main", *args, "--port", str(port)],
                 stdout=out,
                 stderr=out,
                 stdin=subprocess.DEVNULL,
@@ -188,7 +172,7 @@ class LocalBackend:
             )
         _CHILDREN[proc.pid] = proc
         record = {"pid": proc.pid, "started": _started(proc.pid), "port": port, "kind": args[0]}
-        (home / "procs" / f"{proc.pid}.json").write_text(json.dumps(record), "utf-8")
+        write_json_atomic(home / "procs" / f"{proc.pid}.json", record)
         try:
             self._await_health(proc, port, home / log)
         except BaseException:

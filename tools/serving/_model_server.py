@@ -200,7 +200,7 @@ def build_model_app(model_uri: str, *, tracking_uri: str, version: str, fail_rat
     import mlflow.sklearn
     from mlflow.models import get_model_info
 
-    from mlops_supervisor.tools._mlflow import using_store
+    from mlops_supervisor.tools.core._store import using_store
 
     with using_store(tracking_uri):
         model = mlflow.sklearn.load_model(model_uri)

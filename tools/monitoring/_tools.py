@@ -13,29 +13,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field
 
 from mlops_supervisor.policies import InvalidInputError
 from mlops_supervisor.policies.canary import quantile_from_buckets
-from mlops_supervisor.tools._deployment_tools import read_window
-from mlops_supervisor.tools._drift import drift_table, psi
-from mlops_supervisor.tools._local_backend import LocalBackend
-from mlops_supervisor.tools._mlflow import default_tracking_uri, using_store
-from mlops_supervisor.tools._registry import GovernedTool, ToolContext
+from mlops_supervisor.tools.core import GovernedTool, ModelArgs, ToolContext, to_json, using_store
+from mlops_supervisor.tools.monitoring._alerts import runbook
+from mlops_supervisor.tools.monitoring._drift import drift_table, psi
+from mlops_supervisor.tools.monitoring._plots import drift_plot, latency_plot
+from mlops_supervisor.tools.serving import LocalBackend, read_window
 
 __all__ = ["observability_tools"]
-
-
-class _ModelArgs(BaseModel):
-    model: str = Field(description="registered model name")
 
 
 def _percentile(buckets: dict[str, float], q: float) -> float | None:
@@ -45,25 +38,14 @@ def _percentile(buckets: dict[str, float], q: float) -> float | None:
     return None if value is None or value == float("inf") else value
 
 
-def _runbook(model: str, what: str) -> dict[str, str]:
-    return {
-        "verify": f'mlops-supervisor ask "status {model}" and open the latest PNG under reports/{model}/ ({what})',
-        "mitigate": "find the cause (upstream data change, a bad deploy); retrain on recent data with "
-        "`mlops-supervisor run SPEC` and take the new version through evaluation and a canary",
-        "rollback": f"mlops-supervisor rollback {model}",
-    }
-
-
 class _Observer:
     def __init__(self, ctx: ToolContext) -> None:
         self.ctx = ctx
-        self.uri = ctx.tracking_uri or default_tracking_uri(ctx.workspace)
-        self.backend = LocalBackend(Path(ctx.workspace), tracking_uri=self.uri)
+        self.uri = ctx.store_uri
+        self.backend = LocalBackend.for_workspace(ctx.workspace, self.uri)
 
     def _reports(self, model: str) -> Path:
-        path = Path(self.ctx.workspace) / "reports" / model
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return Path(self.ctx.workspace) / "reports" / model
 
     def _router(self, model: str) -> dict[str, Any]:
         router = self.backend.status(model)["router"]
@@ -101,7 +83,7 @@ class _Observer:
                         "version": version,
                         "message": f"version {version} errors on {stats['error_rate']:.2%} of requests "
                         f"(limit {limits.max_error_rate:.2%})",
-                        "runbook": _runbook(model, "error rate"),
+                        "runbook": runbook(model, "error rate"),
                     }
                 )
             if stats["p99_ms"] is not None and stats["p99_ms"] > limits.max_p99_latency_ms:
@@ -111,10 +93,10 @@ class _Observer:
                         "version": version,
                         "message": f"version {version} p99 {stats['p99_ms']:.0f} ms (limit "
                         f"{limits.max_p99_latency_ms:g} ms)",
-                        "runbook": _runbook(model, "latency"),
+                        "runbook": runbook(model, "latency"),
                     }
                 )
-        plot = self._latency_plot(model, window)
+        plot = latency_plot(self._reports(model), model, window)
         return {
             "model": model,
             "versions": versions,
@@ -122,23 +104,6 @@ class _Observer:
             "plot": str(plot) if plot else None,
             "note": "percentiles are the upper bounds of the histogram buckets they fall in",
         }
-
-    def _latency_plot(self, model: str, window: dict[str, Any]) -> Path | None:
-        if not window:
-            return None
-        path = self._reports(model) / f"latency-{int(time.time())}.png"
-        with _png(path, (7, 4)) as ax:
-            for version, w in sorted(window.items()):
-                ordered = sorted((float(le), c) for le, c in w["buckets"].items() if le != "+Inf")
-                total = w["buckets"].get("+Inf", 0) or 1
-                ax.plot(
-                    [b * 1000 for b, _ in ordered], [c / total for _, c in ordered], marker="o", label=f"v{version}"
-                )
-            ax.set(
-                xscale="log", xlabel="latency (ms)", ylabel="share of requests at or below", title=f"{model} latency"
-            )
-            ax.legend()
-        return path
 
     def drift(self, model: str) -> dict[str, Any]:
         status = self.backend.status(model)
@@ -192,7 +157,7 @@ class _Observer:
                 "feature": c,
                 "message": f"{c} drifted: PSI {table[c]['psi']:.3f} (limit {limits.psi_threshold}), "
                 f"{table[c]['test']} p={table[c]['p_value']:.2g}",
-                "runbook": _runbook(model, f"drift of {c}"),
+                "runbook": runbook(model, f"drift of {c}"),
             }
             for c in drifted
         ]
@@ -201,10 +166,10 @@ class _Observer:
                 {
                     "kind": "prediction_drift",
                     "message": f"prediction shares moved: PSI {prediction['psi']:.3f}",
-                    "runbook": _runbook(model, "prediction drift"),
+                    "runbook": runbook(model, "prediction drift"),
                 }
             )
-        plot = self._drift_plot(model, table, limits.psi_threshold)
+        plot = drift_plot(self._reports(model), model, table, limits.psi_threshold)
         return {
             "model": model,
             "version": version,
@@ -217,54 +182,22 @@ class _Observer:
             "plot": str(plot) if plot else None,
         }
 
-    def _drift_plot(self, model: str, table: dict[str, Any], threshold: float) -> Path | None:
-        judged = {c: r["psi"] for c, r in table.items() if r.get("judged")}
-        if not judged:
-            return None
-        path = self._reports(model) / f"drift-{int(time.time())}.png"
-        with _png(path, (8, 4)) as ax:
-            names = list(judged)
-            colors = ["tab:red" if table[n]["drifted"] else "tab:blue" for n in names]
-            ax.bar(names, [judged[n] for n in names], color=colors)
-            ax.axhline(threshold, color="black", linestyle="--", label=f"PSI limit {threshold}")
-            ax.set(ylabel="PSI", title=f"{model}: drift of live requests against training data")
-            ax.tick_params(axis="x", rotation=60)
-            ax.legend()
-        return path
-
-
-@contextmanager
-def _png(path: Path, size: tuple[float, float]) -> Iterator[Any]:
-    """One set of axes to draw on, saved to ``path`` as a PNG when the block ends; always closed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=size)
-    try:
-        yield ax
-        fig.tight_layout()
-        fig.savefig(path, dpi=90)
-    finally:
-        plt.close(fig)
-
 
 def observability_tools(ctx: ToolContext) -> list[GovernedTool]:
     """service_metrics and drift_report (both read-only)."""
     observer = _Observer(ctx)
 
     def service_metrics(model: str) -> str:
-        return json.dumps(observer.metrics(model), default=str)
+        return to_json(observer.metrics(model))
 
     def drift_report(model: str) -> str:
-        return json.dumps(observer.drift(model), default=str)
+        return to_json(observer.drift(model))
 
     return [
         GovernedTool.from_function(
             "service_metrics",
             "Requests, error rate, latency percentiles and throughput per version, with alerts.",
-            _ModelArgs,
+            ModelArgs,
             service_metrics,
             mutates=False,
         ),
@@ -272,7 +205,7 @@ def observability_tools(ctx: ToolContext) -> list[GovernedTool]:
             "drift_report",
             "Per-feature drift (PSI with KS or chi-square) of live requests against the training "
             "data, prediction drift, and alerts with runbooks.",
-            _ModelArgs,
+            ModelArgs,
             drift_report,
             mutates=False,
         ),

@@ -1,0 +1,35 @@
+"""The tool core every domain builds on.
+
+The governed tool and the registry of tools (``_tool``), the context a tool body gets
+(``_context``), the workspace's MLflow store (``_store``), the per-model lock (``_locks``),
+atomic writes of state files (``_files``) and the argument schemas domains share (``_schemas``).
+Nothing here knows a lifecycle stage.
+"""
+
+from mlops_supervisor.tools.core._context import ProgressFactory, ToolContext, no_progress
+from mlops_supervisor.tools.core._files import publish_dir, write_atomic, write_json_atomic
+from mlops_supervisor.tools.core._locks import model_lock
+from mlops_supervisor.tools.core._schemas import ModelArgs, ModelVersionArgs, SpecArgs, to_json
+from mlops_supervisor.tools.core._store import artifact_root, default_tracking_uri, ensure_experiment, using_store
+from mlops_supervisor.tools.core._tool import GateResult, GovernedTool, ToolRegistry
+
+__all__ = [
+    "GateResult",
+    "GovernedTool",
+    "ModelArgs",
+    "ModelVersionArgs",
+    "ProgressFactory",
+    "SpecArgs",
+    "ToolContext",
+    "ToolRegistry",
+    "artifact_root",
+    "default_tracking_uri",
+    "ensure_experiment",
+    "model_lock",
+    "no_progress",
+    "publish_dir",
+    "to_json",
+    "using_store",
+    "write_atomic",
+    "write_json_atomic",
+]

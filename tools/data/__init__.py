@@ -1,0 +1,41 @@
+"""The data stage: load, validate against the data contract, scan for PII, version and split.
+
+``_frames`` holds plain functions over frames (load, digest, split, profile), ``_checks`` the
+data contract as a table of checks, ``_pii`` the column scan and its drop-or-hash actions,
+``_store`` where versioned data lives in the workspace, and ``_tools`` the data agent's tools.
+"""
+
+from mlops_supervisor.tools.data._checks import CHECKS, Check, validate_frame
+from mlops_supervisor.tools.data._frames import (
+    SKLEARN_DATASETS,
+    dataset_digest,
+    feature_columns,
+    load_table,
+    normalize_frame,
+    profile_frame,
+    split_frame,
+)
+from mlops_supervisor.tools.data._pii import apply_pii_actions, pii_hash_key, scan_frame_for_pii
+from mlops_supervisor.tools.data._store import data_key, datasets_dir, pointer_path, read_pointer
+from mlops_supervisor.tools.data._tools import data_tools
+
+__all__ = [
+    "CHECKS",
+    "SKLEARN_DATASETS",
+    "Check",
+    "apply_pii_actions",
+    "data_key",
+    "data_tools",
+    "dataset_digest",
+    "datasets_dir",
+    "feature_columns",
+    "load_table",
+    "normalize_frame",
+    "pii_hash_key",
+    "pointer_path",
+    "profile_frame",
+    "read_pointer",
+    "scan_frame_for_pii",
+    "split_frame",
+    "validate_frame",
+]

@@ -1,0 +1,269 @@
+"""The data agent's tools: load, validate, scan for PII, version and split a data set, bound to a workspace."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from mlops_supervisor.policies import InvalidInputError, Redactor
+from mlops_supervisor.tools._spec import LoadedSpec, load_spec
+from mlops_supervisor.tools.core import GovernedTool, SpecArgs, ToolContext, publish_dir, to_json, write_json_atomic
+from mlops_supervisor.tools.data._checks import validate_frame
+from mlops_supervisor.tools.data._frames import dataset_digest, load_table, profile_frame, split_frame
+from mlops_supervisor.tools.data._pii import apply_pii_actions, pii_hash_key, scan_frame_for_pii
+from mlops_supervisor.tools.data._store import data_key, datasets_dir, pointer_path, read_pointer
+
+__all__ = ["data_tools"]
+
+
+class _SourceArgs(BaseModel):
+    source: str = Field(description="a CSV or Parquet path, or sklearn:NAME")
+
+
+def _load(ctx: ToolContext, loaded: LoadedSpec) -> tuple[pd.DataFrame, dict[str, Any]]:
+    frame, facts = load_table(loaded.resolve_source(), max_mb=ctx.max_dataset_mb)
+    missing = [c for c in loaded.spec.data.drop_columns if c not in frame.columns]
+    if missing:
+        raise InvalidInputError("drop_column_missing", f"data.drop_columns names columns not in the data: {missing}")
+    facts["source"] = ctx.redactor.redact_text(str(facts["source"]))
+    return frame.drop(columns=list(loaded.spec.data.drop_columns)), facts
+
+
+def _validate(frame: pd.DataFrame, loaded: LoadedSpec) -> list[dict[str, Any]]:
+    checks = validate_frame(frame, loaded.spec.data, task=loaded.spec.training.task)
+    failed = [c for c in checks if c.status == "fail"]
+    if failed:
+        raise InvalidInputError(
+            failed[0].reason_code,
+            "data validation failed: " + "; ".join(f"{c.reason_code}: {c.detail}" for c in failed),
+        )
+    return [c.as_record() for c in checks]
+
+
+_SCANS: dict[tuple[str, str, int, tuple[str, ...]], list[dict[str, Any]]] = {}
+
+
+def _scan(ctx: ToolContext, frame: pd.DataFrame, loaded: LoadedSpec) -> list[dict[str, Any]]:
+    """The PII report of ``frame``; kept in memory by content digest so version reuses scan's work."""
+    rules = ctx.policy.pii
+    protected = (loaded.spec.data.target, *loaded.spec.data.sensitive_features)
+    key = (dataset_digest(frame), rules.model_dump_json(), loaded.spec.seed, protected)
+    if key not in _SCANS:
+        detector: Redactor = ctx.pii_detector(rules)
+        while len(_SCANS) >= 8:
+            _SCANS.pop(next(iter(_SCANS)))
+        _SCANS[key] = scan_frame_for_pii(frame, detector, rules, seed=loaded.spec.seed, protected=protected)
+    report = _SCANS[key]
+    refused = [e for e in report if e["action"] == "refuse"]
+    if refused:
+        raise InvalidInputError(
+            "pii_in_protected_column",
+            "PII found in the target or a sensitive feature, which cannot be dropped or hashed: "
+            + "; ".join(f"{e['column']!r}: {e['why']}" for e in refused),
+        )
+    return report
+
+
+def data_tools(ctx: ToolContext) -> list[GovernedTool]:
+    """load_dataset, validate_dataset, scan_pii, version_dataset and split_dataset."""
+
+    def load_dataset(source: str) -> str:
+        frame, facts = load_table(source, max_mb=ctx.max_dataset_mb)
+        facts["source"] = ctx.redactor.redact_text(source)
+        facts["missing"] = {c: round(float(v), 4) for c, v in frame.isna().mean().items() if v}
+        facts["distinct"] = {c: int(frame[c].nunique()) for c in frame.columns}
+        return to_json(facts)
+
+    def validate_dataset(spec: str) -> str:
+        loaded = load_spec(spec)
+        frame, facts = _load(ctx, loaded)
+        checks = _validate(frame, loaded)
+        return to_json(
+            {
+                "ok": True,
+                "rows": facts["rows"],
+                "checks": [c for c in checks if c["status"] != "pass"] or "every check passed",
+                "passed": sum(c["status"] == "pass" for c in checks),
+            }
+        )
+
+    def scan_pii(spec: str) -> str:
+        loaded = load_spec(spec)
+        frame, _ = _load(ctx, loaded)
+        report = _scan(ctx, frame, loaded)
+        flagged = [e for e in report if e["action"] != "keep"]
+        return to_json(
+            {
+                "columns_scanned": len(report),
+                "pii_columns": flagged,
+                "action": ctx.policy.pii.action,
+                "summary": (
+                    f"{len(flagged)} of {len(report)} columns hold PII and will be {ctx.policy.pii.action}"
+                    f"{'ped' if ctx.policy.pii.action == 'drop' else 'ed'} before anything trains or is logged"
+                    if flagged
+                    else f"no PII found in {len(report)} columns"
+                ),
+            }
+        )
+
+    def version_dataset(spec: str) -> str:
+        loaded = load_spec(spec)
+        frame, facts = _load(ctx, loaded)
+        checks = _validate(frame, loaded)
+        report = _scan(ctx, frame, loaded)
+        key = pii_hash_key(ctx.workspace, ctx.pii_hash_key) if any(e["action"] == "hash" for e in report) else b""
+        clean = apply_pii_actions(frame, report, hash_key=key)
+        digest = dataset_digest(clean)
+        final = datasets_dir(ctx) / digest
+        if not (final / "dataset.json").exists():
+            staging = datasets_dir(ctx) / f".staging-{uuid.uuid4().hex}"
+            staging.mkdir(parents=True)
+            clean.to_parquet(staging / "data.parquet", index=False)
+            (staging / "dataset.json").write_text(
+                json.dumps(
+                    {
+                        "digest": digest,
+                        "source": facts["source"],
+                        "format": facts["format"],
+                        "rows": len(clean),
+                        "columns": {c: str(t) for c, t in clean.dtypes.items()},
+                        "target": loaded.spec.data.target,
+                        "validation": checks,
+                        "pii": report,
+                        "created_at": datetime.now(UTC).isoformat(),
+                    },
+                    indent=2,
+                    default=str,
+                ),
+                "utf-8",
+            )
+            publish_dir(staging, final)
+        write_json_atomic(
+            pointer_path(ctx, loaded),
+            {
+                "spec": str(loaded.path),
+                "data_key": data_key(loaded, ctx.policy.pii),
+                "dataset_digest": digest,
+                "updated_at": datetime.now(UTC).isoformat(),
+            },
+        )
+        changed = {e["column"]: e["action"] for e in report if e["action"] != "keep"}
+        return to_json(
+            {
+                "digest": digest,
+                "path": str(final / "data.parquet"),
+                "rows": len(clean),
+                "columns": len(clean.columns),
+                "pii_columns": changed or "none",
+            }
+        )
+
+    def split_dataset(spec: str) -> str:
+        loaded = load_spec(spec)
+        pointer = read_pointer(ctx, loaded, "dataset_digest")
+        home = datasets_dir(ctx) / pointer["dataset_digest"]
+        frame = pd.read_parquet(home / "data.parquet")
+        split = loaded.spec.data.split
+        split_key = hashlib.sha256(
+            json.dumps(
+                {
+                    "split": split.model_dump(),
+                    "seed": loaded.spec.seed,
+                    "target": loaded.spec.data.target,
+                    "task": loaded.spec.training.task,
+                },
+                sort_keys=True,
+            ).encode()
+        ).hexdigest()[:16]
+        final = home / "splits" / split_key
+        if not (final / "split.json").exists():
+            parts = split_frame(
+                frame,
+                target=loaded.spec.data.target,
+                split=split,
+                seed=loaded.spec.seed,
+                stratify=loaded.spec.training.task == "classification",
+            )
+            staging = home / "splits" / f".staging-{uuid.uuid4().hex}"
+            staging.mkdir(parents=True)
+            digests = {}
+            for name, part in parts.items():
+                part.to_parquet(staging / f"{name}.parquet", index=False)
+                digests[name] = dataset_digest(part)
+            profile = profile_frame(parts["train"], ctx.redactor)
+            (staging / "reference_profile.json").write_text(json.dumps(profile, indent=2), "utf-8")
+            (staging / "split.json").write_text(
+                json.dumps(
+                    {
+                        "key": split_key,
+                        "seed": loaded.spec.seed,
+                        "fractions": split.model_dump(),
+                        "rows": {n: len(p) for n, p in parts.items()},
+                        "digests": digests,
+                    },
+                    indent=2,
+                ),
+                "utf-8",
+            )
+            publish_dir(staging, final)
+        facts = json.loads((final / "split.json").read_text("utf-8"))
+        write_json_atomic(
+            pointer_path(ctx, loaded), {**pointer, "split_key": split_key, "updated_at": datetime.now(UTC).isoformat()}
+        )
+        return to_json(
+            {
+                "split": split_key,
+                "rows": facts["rows"],
+                "digests": facts["digests"],
+                "reference_profile": str(final / "reference_profile.json"),
+            }
+        )
+
+    return [
+        GovernedTool.from_function(
+            "load_dataset",
+            "Load a data set (CSV, Parquet or sklearn:NAME) within the size limit and describe "
+            "its columns; no values are returned.",
+            _SourceArgs,
+            load_dataset,
+            mutates=False,
+        ),
+        GovernedTool.from_function(
+            "validate_dataset",
+            "Validate the spec's data: schema, target classes, row counts, missing values, "
+            "duplicates and leakage. Hard failures stop the pipeline.",
+            SpecArgs,
+            validate_dataset,
+            mutates=False,
+        ),
+        GovernedTool.from_function(
+            "scan_pii",
+            "Scan a sample of every column of the spec's data for PII and say which columns the "
+            "policy drops or hashes.",
+            SpecArgs,
+            scan_pii,
+            mutates=False,
+        ),
+        GovernedTool.from_function(
+            "version_dataset",
+            "Drop or hash PII columns, then store the spec's data content-addressed in the "
+            "workspace and return its digest.",
+            SpecArgs,
+            version_dataset,
+            mutates=True,
+        ),
+        GovernedTool.from_function(
+            "split_dataset",
+            "Seeded, stratified train/validation/test split of the versioned data, plus the "
+            "training split's reference profile for drift checks.",
+            SpecArgs,
+            split_dataset,
+            mutates=True,
+        ),
+    ]

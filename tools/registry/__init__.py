@@ -1,0 +1,27 @@
+"""The MLflow model registry and the evidence readers the gates stand on.
+
+``_evidence`` reads what the gates take (training lineage, a version's evaluation checked
+against its report artifact, approvals from the audit chain, the version an alias points at);
+``_tools`` holds the registry agent's tools and the promotion the deployment agent shares.
+"""
+
+from mlops_supervisor.tools.registry._evidence import (
+    CHAMPION_ACTION,
+    aliased_version,
+    approval_record,
+    report_digest,
+    training_evidence,
+    version_evidence,
+)
+from mlops_supervisor.tools.registry._tools import promotion_tool, registry_tools
+
+__all__ = [
+    "CHAMPION_ACTION",
+    "aliased_version",
+    "approval_record",
+    "promotion_tool",
+    "registry_tools",
+    "report_digest",
+    "training_evidence",
+    "version_evidence",
+]

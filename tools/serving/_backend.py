@@ -1,0 +1,35 @@
+"""The serving backend protocol: what the deployment and observability tools ask of a backend.
+
+``LocalBackend`` (``_local.py``) implements it with processes on loopback; a Kubernetes
+backend implements the same calls against a cluster.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+__all__ = ["ServingBackend"]
+
+
+class ServingBackend(Protocol):
+    """What a serving backend offers the deployment tools."""
+
+    def deploy(self, model: str, version: int, model_uri: str, *, weight: int) -> dict[str, Any]:
+        """Start ``version`` (if it is not running) and give it ``weight`` percent of traffic."""
+        ...
+
+    def set_weights(self, model: str, weights: dict[int, int]) -> dict[str, Any]:
+        """Split traffic between running versions; weights sum to 100."""
+        ...
+
+    def status(self, model: str) -> dict[str, Any]:
+        """Versions, weights, processes and health as they are now."""
+        ...
+
+    def rollback(self, model: str, to_version: int) -> dict[str, Any]:
+        """All traffic to ``to_version``; every other version stopped."""
+        ...
+
+    def stop(self, model: str) -> dict[str, Any]:
+        """Stop every process of ``model`` and forget its state."""
+        ...

@@ -1,0 +1,107 @@
+"""The experimentation agent's tools: train the spec's candidates on the versioned split, list runs."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from mlops_supervisor.policies import InvalidInputError
+from mlops_supervisor.tools._spec import load_spec
+from mlops_supervisor.tools.core import GovernedTool, SpecArgs, ToolContext, ensure_experiment, to_json, using_store
+from mlops_supervisor.tools.data import datasets_dir, feature_columns, read_pointer
+from mlops_supervisor.tools.training._train import TrainingContext, plan_search, train_candidates
+
+__all__ = ["experimentation_tools"]
+
+
+class _ExperimentArgs(BaseModel):
+    experiment: str = Field(description="MLflow experiment name (the spec's name by default)")
+    limit: int = Field(default=20, ge=1, le=200, description="most recent runs to list")
+
+
+def experimentation_tools(ctx: ToolContext) -> list[GovernedTool]:
+    """train_model and list_runs."""
+    tracking_uri = ctx.store_uri
+
+    def train_model(spec: str) -> str:
+        loaded = load_spec(spec)
+        plans = plan_search(loaded.spec, ctx.policy.training)
+        pointer = read_pointer(ctx, loaded, "split_key")
+        home = datasets_dir(ctx) / pointer["dataset_digest"]
+        split_dir = home / "splits" / pointer["split_key"]
+        splits = {n: pd.read_parquet(split_dir / f"{n}.parquet") for n in ("train", "validation")}
+        dataset = json.loads((home / "dataset.json").read_text("utf-8"))
+        split_facts = json.loads((split_dir / "split.json").read_text("utf-8"))
+        features = feature_columns(
+            splits["train"],
+            target=loaded.spec.data.target,
+            sensitive=loaded.spec.data.sensitive_features,
+            use_sensitive=loaded.spec.training.use_sensitive_features,
+            checks=dataset["validation"],
+        )
+        context = TrainingContext(
+            loaded=loaded,
+            data_digest=pointer["dataset_digest"],
+            split_key=pointer["split_key"],
+            split_digests=split_facts["digests"],
+            dataset_path=home / "data.parquet",
+            features=features,
+            reports={
+                "validation_report": dataset["validation"],
+                "pii_report": dataset["pii"],
+                "reference_profile": json.loads((split_dir / "reference_profile.json").read_text("utf-8")),
+            },
+            redactor=ctx.redactor,
+            n_jobs=ctx.n_jobs,
+            progress=ctx.progress,
+        )
+        with using_store(tracking_uri) as client:
+            experiment_id = ensure_experiment(
+                client, loaded.spec.experiment_name, workspace=ctx.workspace, tracking_uri=tracking_uri
+            )
+            result = train_candidates(context, plans, splits, experiment_id=experiment_id)
+        return to_json({**result, "tracking_uri": ctx.redactor.redact_text(tracking_uri)})
+
+    def list_runs(experiment: str, limit: int = 20) -> str:
+        with using_store(tracking_uri) as client:
+            found = client.get_experiment_by_name(experiment)
+            if found is None:
+                names = [e.name for e in client.search_experiments(max_results=50)]
+                raise InvalidInputError(
+                    "unknown_experiment", f"no MLflow experiment {experiment!r}; experiments: {', '.join(names)}"
+                )
+            runs = client.search_runs([found.experiment_id], max_results=limit, order_by=["attributes.start_time DESC"])
+        return to_json(
+            [
+                {
+                    "run_id": r.info.run_id,
+                    "name": r.info.run_name,
+                    "status": r.info.status,
+                    "role": r.data.tags.get("mlops.role"),
+                    "best": r.data.tags.get("mlops.best"),
+                    "metrics": {k: round(v, 6) for k, v in sorted(r.data.metrics.items())},
+                    "failure_reason": r.data.tags.get("mlops.failure_reason"),
+                }
+                for r in runs
+            ]
+        )
+
+    return [
+        GovernedTool.from_function(
+            "train_model",
+            "Train the spec's allow-listed candidates with a seeded, cross-validated search and "
+            "log every candidate to MLflow; returns run ids and the best candidate.",
+            SpecArgs,
+            train_model,
+            mutates=True,
+        ),
+        GovernedTool.from_function(
+            "list_runs",
+            "List the recent runs of an MLflow experiment with their metrics and status.",
+            _ExperimentArgs,
+            list_runs,
+            mutates=False,
+        ),
+    ]
