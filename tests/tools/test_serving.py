@@ -21,8 +21,9 @@ import pytest
 
 from mlops_supervisor import Supervisor
 from mlops_supervisor.tools.core import using_store
-from mlops_supervisor.tools.serving._local import LocalBackend, _alive
+from mlops_supervisor.tools.serving._local import LocalBackend
 from mlops_supervisor.tools.serving._model_server import _Batcher, _numeric_in_signature_order, validate_records
+from mlops_supervisor.tools.serving._processes import alive as _alive
 from tests.conftest import CLI
 from tests.test_pipeline import _adult_slice, small_spec
 

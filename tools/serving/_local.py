@@ -3,103 +3,22 @@
 ``LocalBackend`` implements ``ServingBackend`` (``_backend.py``). It keeps, per model,
 ``<workspace>/serving/<model>/state.json`` (processes, ports, weights) and ``routes.json``
 (what the router reads), so a later command finds the servers, sees which died, and
-``stop`` ends them all. Processes run in their own session so a Ctrl-C of the command that
+``stop`` ends them all. Starting, recording, checking and ending the processes is
+``_processes``' job; processes run in their own session so a Ctrl-C of the command that
 started them does not take production down with it; ``stop``/``down`` is how they end.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from mlops_supervisor.policies import InvalidInputError, RunError
 from mlops_supervisor.tools.core import default_tracking_uri, write_json_atomic
+from mlops_supervisor.tools.serving._processes import ProcessRecord, alive, end, records, spawn
 
 __all__ = ["LocalBackend"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-# The Popen objects of the processes this process started: kept so they are reaped, not
-# garbage-collected while running (which Python reports as a ResourceWarning).
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    """The fields of /proc/<pid>/stat after the parenthesised command name (state first), or None."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rindex(")") + 2 :].split()
-
-
-def _started(pid: int) -> str | None:
-    """When ``pid`` started (clock ticks since boot, from /proc), or None where /proc is absent.
-
-    Recorded with each pid so a pid the system has since given to another process is not
-    mistaken for our server, and never signalled.
-    """
-    fields = _proc_stat(pid)
-    return fields[19] if fields else None  # field 22 of stat
-
-
-def _alive(pid: int | None, started: str | None = None) -> bool:
-    """Whether ``pid`` runs and, when ``started`` is known, is still the process we started."""
-    if not pid:
-        return False
-    if pid in _CHILDREN and _CHILDREN[pid].poll() is not None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return False  # not ours: a pid reused by another user's process
-    if pid not in _CHILDREN:
-        # a zombie child still answers kill(0); reap it if it is ours
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            done = 0
-        if done:
-            return False
-    fields = _proc_stat(pid)
-    if fields is None:
-        return True  # no /proc: kill(0) is all there is to go on
-    # a zombie is dead, whoever's child it is (another process's children cannot be reaped here)
-    return fields[0] != "Z" and (started is None or fields[19] == started)
-
-
-def _terminate(pid: int | None, started: str | None = None, grace: float = 5.0) -> None:
-    if not _alive(pid, started):
-        return
-    assert pid is not None
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _alive(pid, started):
-        time.sleep(0.05)
-    if _alive(pid, started):
-        os.killpg(pid, signal.SIGKILL)
-    child = _CHILDREN.pop(pid, None)
-    if child is not None:
-        child.wait(timeout=grace)
 
 
 class LocalBackend:
@@ -153,65 +72,22 @@ class LocalBackend:
 
     # --- processes -------------------------------------------------------------------------
 
-    def _spawn(self, model: str, args: list[str], log: str, port: int | None = None) -> dict[str, Any]:
-        """Start one ``_main`` process and wait for its /health: its pid, start time and port.
+    def _spawn(self, model: str, args: list[str], log: str, port: int | None = None) -> ProcessRecord:
+        """Start one server process for ``model`` and wait for its /health (see ``_processes.spawn``)."""
+        return spawn(self._dir(model), args, log, port=port, startup_timeout=self.startup_timeout)
 
-        The process is recorded under ``procs/`` before the wait, so a command killed while a
-        server starts still leaves it findable by ``stop``; an error or Ctrl-C here ends it.
-        """
-        port = port or _free_port()
-        home = self._dir(model)
-        (home / "procs").mkdir(parents=True, exist_ok=True)
-        with (home / log).open("ab") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "mlops_supervisor.tools.serving._main", *args, "--port", str(port)],
-                stdout=out,
-                stderr=out,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        _CHILDREN[proc.pid] = proc
-        record = {"pid": proc.pid, "started": _started(proc.pid), "port": port, "kind": args[0]}
-        write_json_atomic(home / "procs" / f"{proc.pid}.json", record)
-        try:
-            self._await_health(proc, port, home / log)
-        except BaseException:
-            self._end(model, record)
-            raise
-        return record
-
-    def _await_health(self, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                tail = log.read_text("utf-8", "replace")[-1500:]
-                raise RunError(f"{log.parent.name} {log.stem} process exited with {proc.returncode} on start: {tail}")
-            try:
-                answer = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                if (
-                    answer.status_code == 200 and answer.json().get("pid") == proc.pid
-                ):  # ours, not the port's last owner
-                    return
-            except (httpx.TransportError, ValueError):
-                pass
-            time.sleep(0.1)
-        raise RunError(
-            f"{log.parent.name} {log.stem} process did not answer /health on port {port} within {self.startup_timeout:g} s"
-        )
-
-    def _records(self, model: str) -> list[dict[str, Any]]:
+    def _records(self, model: str) -> list[ProcessRecord]:
         """Every process spawned for ``model`` and not yet ended, as recorded under ``procs/``."""
-        return [json.loads(p.read_text("utf-8")) for p in (self._dir(model) / "procs").glob("*.json")]
+        return records(self._dir(model))
 
-    def _end(self, model: str, record: dict[str, Any]) -> None:
-        """Stop one recorded process and drop its record."""
-        _terminate(record["pid"], record.get("started"))
-        (self._dir(model) / "procs" / f"{record['pid']}.json").unlink(missing_ok=True)
+    def _end(self, model: str, record: ProcessRecord) -> None:
+        """Stop one recorded process of ``model`` and drop its record."""
+        end(self._dir(model), record)
 
     def _ensure_router(self, model: str, state: dict[str, Any]) -> bool:
         """Start the router unless it runs; a restarted router keeps its port, so its URL. Whether it started one."""
         router = state.get("router")
-        if router and _alive(router["pid"], router.get("started")):
+        if router and alive(router["pid"], router.get("started")):
             return False
         if router:
             self._end(model, router)
@@ -226,7 +102,8 @@ class LocalBackend:
         state["router"] = {**proc, "url": f"http://127.0.0.1:{proc['port']}"}
         return True
 
-    def _start_version(self, model: str, key: str, model_uri: str, fail_rate: float = 0.0) -> dict[str, Any]:
+    def _start_version(self, model: str, key: str, model_uri: str, fail_rate: float = 0.0) -> ProcessRecord:
+        """Start the model server of version ``key`` (failing ``fail_rate`` of requests, for drills)."""
         args = ["model", "--model-uri", model_uri, "--tracking-uri", self.tracking_uri, "--version", key]
         if fail_rate:
             args += ["--fail-rate", str(fail_rate)]
@@ -246,7 +123,7 @@ class LocalBackend:
         state = self._state(model)
         key = str(version)
         current = state["versions"].get(key)
-        if current is None or not _alive(current["pid"], current.get("started")):
+        if current is None or not alive(current["pid"], current.get("started")):
             if current is not None:
                 self._end(model, current)
             proc = self._start_version(model, key, model_uri, fail_rate)
@@ -293,17 +170,17 @@ class LocalBackend:
         state = self._state(model)
         router = state.get("router")
         known = {p["pid"] for p in [*state["versions"].values(), *([router] if router else [])]}
-        stray = [r for r in self._records(model) if r["pid"] not in known and _alive(r["pid"], r.get("started"))]
+        stray = [r for r in self._records(model) if r["pid"] not in known and alive(r["pid"], r.get("started"))]
         return {
             "model": model,
             "stray": sorted(stray, key=lambda r: r["pid"]),
-            "router": {**router, "alive": _alive(router["pid"], router.get("started"))} if router else None,
+            "router": {**router, "alive": alive(router["pid"], router.get("started"))} if router else None,
             "versions": {
                 int(v): {
                     "weight": s["weight"],
                     "pid": s["pid"],
                     "port": s["port"],
-                    "alive": _alive(s["pid"], s.get("started")),
+                    "alive": alive(s["pid"], s.get("started")),
                     "model_uri": s["model_uri"],
                 }
                 for v, s in sorted(state["versions"].items(), key=lambda kv: int(kv[0]))
@@ -315,7 +192,7 @@ class LocalBackend:
         state = self._state(model)
         key = str(to_version)
         target = state["versions"].get(key)
-        if target is None or not _alive(target["pid"], target.get("started")):
+        if target is None or not alive(target["pid"], target.get("started")):
             raise RunError(f"version {to_version} of {model} is not running; cannot roll back to it")
         for v, s in state["versions"].items():
             s["weight"] = 100 if v == key else 0
@@ -333,12 +210,12 @@ class LocalBackend:
         }
         for record in self._records(model):  # also those a killed command left unrecorded
             procs.setdefault(record["pid"], record)
-        running = [p for p in procs.values() if _alive(p["pid"], p.get("started"))]
+        running = [p for p in procs.values() if alive(p["pid"], p.get("started"))]
         for proc in procs.values():
             self._end(model, proc)
         for name in ("state.json", "routes.json"):
             (self._dir(model) / name).unlink(missing_ok=True)
-        left = sorted(p["pid"] for p in running if _alive(p["pid"], p.get("started")))
+        left = sorted(p["pid"] for p in running if alive(p["pid"], p.get("started")))
         return {
             "model": model,
             "stopped": len(running) - len(left),
@@ -354,7 +231,7 @@ class LocalBackend:
         state = self._state(model)
         restarted: list[str] = []
         for key, s in state["versions"].items():
-            if not _alive(s["pid"], s.get("started")):
+            if not alive(s["pid"], s.get("started")):
                 self._end(model, s)
                 s.update(self._start_version(model, key, s["model_uri"]))
                 restarted.append(f"version {key}")

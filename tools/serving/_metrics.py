@@ -5,7 +5,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["read_window"]
+import httpx
+
+from mlops_supervisor.tools.serving._backend import ServingBackend
+
+__all__ = ["read_router", "read_window"]
 
 
 _SAMPLE = re.compile(r"^(mlops_requests_total|mlops_request_latency_seconds_bucket)\{([^}]*)\} ([0-9.e+-]+)$")
@@ -28,3 +32,11 @@ def read_window(metrics_text: str) -> dict[str, dict[str, Any]]:
         else:
             entry["buckets"][labels["le"]] = value
     return out
+
+
+def read_router(backend: ServingBackend, model: str) -> dict[str, dict[str, Any]]:
+    """``read_window`` of ``model``'s router as it answers now; empty when the router is not running."""
+    router = backend.status(model)["router"]
+    if not router or not router["alive"]:
+        return {}
+    return read_window(httpx.get(f"{router['url']}/metrics", timeout=10).text)

@@ -1,0 +1,107 @@
+"""A model's canary: its record in ``<workspace>/serving/<model>/canary.json`` and the analysis of one step.
+
+The record says which version climbs which traffic steps beside which stable version, the
+step it stands at, the thresholds of its analysis, the router's cumulative counters when the
+current window opened (``snapshot``) and the verdicts so far. ``window_delta`` turns two
+cumulative readings of the router's metrics into one window; ``judge`` weighs the canary's
+window against the stable version's (``policies.canary``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, TypedDict
+
+from mlops_supervisor.policies.canary import (
+    CanaryThresholds,
+    CanaryVerdict,
+    VersionWindow,
+    analyze_canary,
+    quantile_from_buckets,
+)
+from mlops_supervisor.tools.core import write_json_atomic
+
+__all__ = ["CanaryRecord", "canary_path", "clear_canary", "judge", "read_canary", "window_delta", "write_canary"]
+
+
+class CanaryRecord(TypedDict):
+    """A canary in progress, as ``canary.json`` holds it.
+
+    ``stable`` is None for a first or staging deployment, whose analysis is a smoke check against
+    absolute limits; ``snapshot`` is the router's ``read_window`` when the current window opened.
+    """
+
+    version: int
+    stable: int | None
+    steps: list[int]
+    step: int
+    analysis: dict[str, Any]
+    snapshot: dict[str, dict[str, Any]]
+    started_at: str
+    history: list[dict[str, Any]]
+
+
+def canary_path(workspace: Path, model: str) -> Path:
+    """Where ``model``'s canary record lives in ``workspace``."""
+    return Path(workspace) / "serving" / model / "canary.json"
+
+
+def read_canary(workspace: Path, model: str) -> CanaryRecord | None:
+    """``model``'s canary in progress, or None when there is none."""
+    path = canary_path(workspace, model)
+    if not path.exists():
+        return None
+    record: CanaryRecord = json.loads(path.read_text("utf-8"))
+    return record
+
+
+def write_canary(workspace: Path, model: str, record: CanaryRecord) -> None:
+    """Record ``model``'s canary as it stands now."""
+    write_json_atomic(canary_path(workspace, model), record)
+
+
+def clear_canary(workspace: Path, model: str) -> None:
+    """Forget ``model``'s canary: it passed, or was rolled back."""
+    canary_path(workspace, model).unlink(missing_ok=True)
+
+
+def window_delta(now: dict[str, Any], then: dict[str, Any] | None) -> VersionWindow:
+    """What a version served between two cumulative readings of the router's metrics (``then`` None: since it started)."""
+    then = then or {"requests": 0.0, "errors": 0.0, "buckets": {}}
+    buckets = sorted(
+        (
+            (float("inf") if le == "+Inf" else float(le), count - then["buckets"].get(le, 0.0))
+            for le, count in now["buckets"].items()
+        ),
+        key=lambda b: b[0],
+    )
+    finite = [(bound, count) for bound, count in buckets if bound != float("inf")]
+    total = buckets[-1][1] if buckets else 0.0
+    # the +Inf bucket counts as the largest finite bound: a p95 beyond it reads as that bound
+    p95 = quantile_from_buckets([*finite, (finite[-1][0] if finite else 0.0, total)], 0.95) if total else None
+    return VersionWindow(
+        requests=int(now["requests"] - then["requests"]), errors=int(now["errors"] - then["errors"]), p95_seconds=p95
+    )
+
+
+def judge(canary: CanaryRecord, now: dict[str, dict[str, Any]], *, canary_alive: bool) -> CanaryVerdict:
+    """The verdict on the window since ``canary``'s snapshot, from the router's reading ``now``."""
+    version = str(canary["version"])
+    stable = str(canary["stable"]) if canary["stable"] is not None else None
+    empty: dict[str, Any] = {"requests": 0.0, "errors": 0.0, "buckets": {}}
+    window = window_delta(now.get(version, empty), canary["snapshot"].get(version))
+    if not canary_alive:
+        # a dead canary fails at once: enough errors to be judged, and no fewer requests than errors
+        window = window.model_copy(update={"errors": max(window.errors, 5), "requests": max(window.requests, 5)})
+    return analyze_canary(
+        window,
+        window_delta(now.get(stable, empty), canary["snapshot"].get(stable)) if stable else None,
+        CanaryThresholds.model_validate(
+            {
+                "min_requests": canary["analysis"]["min_requests"],
+                "max_error_rate_increase": canary["analysis"]["max_error_rate_increase"],
+                "max_p95_latency_ratio": canary["analysis"]["max_p95_latency_ratio"],
+            }
+        ),
+    )
