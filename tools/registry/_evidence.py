@@ -21,6 +21,7 @@ __all__ = [
     "CHAMPION_ACTION",
     "aliased_version",
     "approval_record",
+    "model_version",
     "report_digest",
     "training_evidence",
     "version_evidence",
@@ -56,7 +57,8 @@ def training_evidence(client: Any, run_id: str) -> TrainingEvidence:
     )
 
 
-def _model_version(client: Any, model: str, version: int) -> Any:
+def model_version(client: Any, model: str, version: int) -> Any:
+    """``model`` ``version`` as MLflow holds it; ``InvalidInputError`` (``unknown_model_version``) when there is none."""
     try:
         return client.get_model_version(model, str(version))
     except Exception:  # noqa: BLE001 - MLflow raises its own exception types for a missing version
@@ -114,7 +116,7 @@ def aliased_version(client: Any, model: str, alias: str = "champion") -> Any | N
 
 def version_evidence(client: Any, model: str, version: int) -> VersionEvidence:
     """The evidence of ``model`` ``version`` as MLflow holds it now."""
-    mv = _model_version(client, model, version)
+    mv = model_version(client, model, version)
     found = aliased_version(client, model)
     champion = int(found.version) if found is not None else None
     tags = dict(mv.tags)
