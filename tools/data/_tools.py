@@ -6,6 +6,8 @@ import hashlib
 import json
 import uuid
 from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -19,7 +21,15 @@ from mlops_supervisor.tools.data._frames import dataset_digest, load_table, prof
 from mlops_supervisor.tools.data._pii import apply_pii_actions, pii_hash_key, scan_frame_for_pii
 from mlops_supervisor.tools.data._store import data_key, datasets_dir, pointer_path, read_pointer
 
-__all__ = ["data_tools"]
+__all__ = [
+    "data_tools",
+    "load_dataset",
+    "scan_pii",
+    "split_dataset",
+    "split_key",
+    "validate_dataset",
+    "version_dataset",
+]
 
 
 class _SourceArgs(BaseModel):
@@ -27,6 +37,7 @@ class _SourceArgs(BaseModel):
 
 
 def _load(ctx: ToolContext, loaded: LoadedSpec) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The spec's table without ``data.drop_columns``, and its facts with the source redacted."""
     frame, facts = load_table(loaded.resolve_source(), max_mb=ctx.max_dataset_mb)
     missing = [c for c in loaded.spec.data.drop_columns if c not in frame.columns]
     if missing:
@@ -36,6 +47,7 @@ def _load(ctx: ToolContext, loaded: LoadedSpec) -> tuple[pd.DataFrame, dict[str,
 
 
 def _validate(frame: pd.DataFrame, loaded: LoadedSpec) -> list[dict[str, Any]]:
+    """Every data-contract check as a record; ``InvalidInputError`` (first failure's code) when any fails."""
     checks = validate_frame(frame, loaded.spec.data, task=loaded.spec.training.task)
     failed = [c for c in checks if c.status == "fail"]
     if failed:
@@ -70,168 +82,198 @@ def _scan(ctx: ToolContext, frame: pd.DataFrame, loaded: LoadedSpec) -> list[dic
     return report
 
 
-def data_tools(ctx: ToolContext) -> list[GovernedTool]:
-    """load_dataset, validate_dataset, scan_pii, version_dataset and split_dataset."""
+def load_dataset(ctx: ToolContext, source: str) -> str:
+    """The shape, column types, missing shares and distinct counts of a table, as JSON; never its values."""
+    frame, facts = load_table(source, max_mb=ctx.max_dataset_mb)
+    facts["source"] = ctx.redactor.redact_text(source)
+    facts["missing"] = {c: round(float(v), 4) for c, v in frame.isna().mean().items() if v}
+    facts["distinct"] = {c: int(frame[c].nunique()) for c in frame.columns}
+    return to_json(facts)
 
-    def load_dataset(source: str) -> str:
-        frame, facts = load_table(source, max_mb=ctx.max_dataset_mb)
-        facts["source"] = ctx.redactor.redact_text(source)
-        facts["missing"] = {c: round(float(v), 4) for c, v in frame.isna().mean().items() if v}
-        facts["distinct"] = {c: int(frame[c].nunique()) for c in frame.columns}
-        return to_json(facts)
 
-    def validate_dataset(spec: str) -> str:
-        loaded = load_spec(spec)
-        frame, facts = _load(ctx, loaded)
-        checks = _validate(frame, loaded)
-        return to_json(
+def validate_dataset(ctx: ToolContext, spec: str) -> str:
+    """The data contract's verdict on the spec's data, as JSON; ``InvalidInputError`` on a hard failure."""
+    loaded = load_spec(spec)
+    frame, facts = _load(ctx, loaded)
+    checks = _validate(frame, loaded)
+    return to_json(
+        {
+            "ok": True,
+            "rows": facts["rows"],
+            "checks": [c for c in checks if c["status"] != "pass"] or "every check passed",
+            "passed": sum(c["status"] == "pass" for c in checks),
+        }
+    )
+
+
+def scan_pii(ctx: ToolContext, spec: str) -> str:
+    """Which columns of the spec's data hold PII and what the policy does with them, as JSON."""
+    loaded = load_spec(spec)
+    frame, _ = _load(ctx, loaded)
+    report = _scan(ctx, frame, loaded)
+    flagged = [e for e in report if e["action"] != "keep"]
+    return to_json(
+        {
+            "columns_scanned": len(report),
+            "pii_columns": flagged,
+            "action": ctx.policy.pii.action,
+            "summary": (
+                f"{len(flagged)} of {len(report)} columns hold PII and will be {ctx.policy.pii.action}"
+                f"{'ped' if ctx.policy.pii.action == 'drop' else 'ed'} before anything trains or is logged"
+                if flagged
+                else f"no PII found in {len(report)} columns"
+            ),
+        }
+    )
+
+
+def version_dataset(ctx: ToolContext, spec: str) -> str:
+    """Store the spec's checked, PII-cleaned data content-addressed and point the spec at it; its digest, as JSON."""
+    loaded = load_spec(spec)
+    frame, facts = _load(ctx, loaded)
+    checks = _validate(frame, loaded)
+    report = _scan(ctx, frame, loaded)
+    clean = _without_pii(ctx, frame, report)
+    digest = dataset_digest(clean)
+    final = datasets_dir(ctx) / digest
+    if not (final / "dataset.json").exists():
+        _write_dataset_dir(ctx, final, clean, _dataset_record(loaded, clean, digest, facts, checks, report))
+    write_json_atomic(
+        pointer_path(ctx, loaded),
+        {
+            "spec": str(loaded.path),
+            "data_key": data_key(loaded, ctx.policy.pii),
+            "dataset_digest": digest,
+            "updated_at": datetime.now(UTC).isoformat(),
+        },
+    )
+    changed = {e["column"]: e["action"] for e in report if e["action"] != "keep"}
+    return to_json(
+        {
+            "digest": digest,
+            "path": str(final / "data.parquet"),
+            "rows": len(clean),
+            "columns": len(clean.columns),
+            "pii_columns": changed or "none",
+        }
+    )
+
+
+def _without_pii(ctx: ToolContext, frame: pd.DataFrame, report: list[dict[str, Any]]) -> pd.DataFrame:
+    """``frame`` with the PII columns of ``report`` dropped or hashed (the workspace's key only when hashing)."""
+    key = pii_hash_key(ctx.workspace, ctx.pii_hash_key) if any(e["action"] == "hash" for e in report) else b""
+    return apply_pii_actions(frame, report, hash_key=key)
+
+
+def _dataset_record(
+    loaded: LoadedSpec,
+    clean: pd.DataFrame,
+    digest: str,
+    facts: dict[str, Any],
+    checks: list[dict[str, Any]],
+    report: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The facts ``dataset.json`` keeps beside a versioned data set: source, columns and both reports."""
+    return {
+        "digest": digest,
+        "source": facts["source"],
+        "format": facts["format"],
+        "rows": len(clean),
+        "columns": {c: str(t) for c, t in clean.dtypes.items()},
+        "target": loaded.spec.data.target,
+        "validation": checks,
+        "pii": report,
+        "created_at": datetime.now(UTC).isoformat(),
+    }
+
+
+def _write_dataset_dir(ctx: ToolContext, final: Path, clean: pd.DataFrame, record: dict[str, Any]) -> None:
+    """Write ``data.parquet`` and ``dataset.json`` aside, then publish them as ``final`` in one step."""
+    staging = datasets_dir(ctx) / f".staging-{uuid.uuid4().hex}"
+    staging.mkdir(parents=True)
+    clean.to_parquet(staging / "data.parquet", index=False)
+    (staging / "dataset.json").write_text(json.dumps(record, indent=2, default=str), "utf-8")
+    publish_dir(staging, final)
+
+
+def split_dataset(ctx: ToolContext, spec: str) -> str:
+    """Split the spec's versioned data (seeded, stratified) with a reference profile; the split's key, as JSON."""
+    loaded = load_spec(spec)
+    pointer = read_pointer(ctx, loaded, "dataset_digest")
+    home = datasets_dir(ctx) / pointer["dataset_digest"]
+    frame = pd.read_parquet(home / "data.parquet")
+    key = split_key(loaded)
+    final = home / "splits" / key
+    if not (final / "split.json").exists():
+        _write_split_dir(ctx, loaded, frame, key, final)
+    facts = json.loads((final / "split.json").read_text("utf-8"))
+    write_json_atomic(
+        pointer_path(ctx, loaded), {**pointer, "split_key": key, "updated_at": datetime.now(UTC).isoformat()}
+    )
+    return to_json(
+        {
+            "split": key,
+            "rows": facts["rows"],
+            "digests": facts["digests"],
+            "reference_profile": str(final / "reference_profile.json"),
+        }
+    )
+
+
+def split_key(loaded: LoadedSpec) -> str:
+    """What a split depends on, hashed: the fractions, seed, target and task (16 hex digits)."""
+    material = {
+        "split": loaded.spec.data.split.model_dump(),
+        "seed": loaded.spec.seed,
+        "target": loaded.spec.data.target,
+        "task": loaded.spec.training.task,
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _write_split_dir(ctx: ToolContext, loaded: LoadedSpec, frame: pd.DataFrame, key: str, final: Path) -> None:
+    """Write the split parquet files, the training split's profile and ``split.json`` aside, then publish ``final``."""
+    split = loaded.spec.data.split
+    parts = split_frame(
+        frame,
+        target=loaded.spec.data.target,
+        split=split,
+        seed=loaded.spec.seed,
+        stratify=loaded.spec.training.task == "classification",
+    )
+    staging = final.parent / f".staging-{uuid.uuid4().hex}"
+    staging.mkdir(parents=True)
+    digests = {}
+    for name, part in parts.items():
+        part.to_parquet(staging / f"{name}.parquet", index=False)
+        digests[name] = dataset_digest(part)
+    profile = profile_frame(parts["train"], ctx.redactor)
+    (staging / "reference_profile.json").write_text(json.dumps(profile, indent=2), "utf-8")
+    (staging / "split.json").write_text(
+        json.dumps(
             {
-                "ok": True,
-                "rows": facts["rows"],
-                "checks": [c for c in checks if c["status"] != "pass"] or "every check passed",
-                "passed": sum(c["status"] == "pass" for c in checks),
-            }
-        )
-
-    def scan_pii(spec: str) -> str:
-        loaded = load_spec(spec)
-        frame, _ = _load(ctx, loaded)
-        report = _scan(ctx, frame, loaded)
-        flagged = [e for e in report if e["action"] != "keep"]
-        return to_json(
-            {
-                "columns_scanned": len(report),
-                "pii_columns": flagged,
-                "action": ctx.policy.pii.action,
-                "summary": (
-                    f"{len(flagged)} of {len(report)} columns hold PII and will be {ctx.policy.pii.action}"
-                    f"{'ped' if ctx.policy.pii.action == 'drop' else 'ed'} before anything trains or is logged"
-                    if flagged
-                    else f"no PII found in {len(report)} columns"
-                ),
-            }
-        )
-
-    def version_dataset(spec: str) -> str:
-        loaded = load_spec(spec)
-        frame, facts = _load(ctx, loaded)
-        checks = _validate(frame, loaded)
-        report = _scan(ctx, frame, loaded)
-        key = pii_hash_key(ctx.workspace, ctx.pii_hash_key) if any(e["action"] == "hash" for e in report) else b""
-        clean = apply_pii_actions(frame, report, hash_key=key)
-        digest = dataset_digest(clean)
-        final = datasets_dir(ctx) / digest
-        if not (final / "dataset.json").exists():
-            staging = datasets_dir(ctx) / f".staging-{uuid.uuid4().hex}"
-            staging.mkdir(parents=True)
-            clean.to_parquet(staging / "data.parquet", index=False)
-            (staging / "dataset.json").write_text(
-                json.dumps(
-                    {
-                        "digest": digest,
-                        "source": facts["source"],
-                        "format": facts["format"],
-                        "rows": len(clean),
-                        "columns": {c: str(t) for c, t in clean.dtypes.items()},
-                        "target": loaded.spec.data.target,
-                        "validation": checks,
-                        "pii": report,
-                        "created_at": datetime.now(UTC).isoformat(),
-                    },
-                    indent=2,
-                    default=str,
-                ),
-                "utf-8",
-            )
-            publish_dir(staging, final)
-        write_json_atomic(
-            pointer_path(ctx, loaded),
-            {
-                "spec": str(loaded.path),
-                "data_key": data_key(loaded, ctx.policy.pii),
-                "dataset_digest": digest,
-                "updated_at": datetime.now(UTC).isoformat(),
+                "key": key,
+                "seed": loaded.spec.seed,
+                "fractions": split.model_dump(),
+                "rows": {n: len(p) for n, p in parts.items()},
+                "digests": digests,
             },
-        )
-        changed = {e["column"]: e["action"] for e in report if e["action"] != "keep"}
-        return to_json(
-            {
-                "digest": digest,
-                "path": str(final / "data.parquet"),
-                "rows": len(clean),
-                "columns": len(clean.columns),
-                "pii_columns": changed or "none",
-            }
-        )
+            indent=2,
+        ),
+        "utf-8",
+    )
+    publish_dir(staging, final)
 
-    def split_dataset(spec: str) -> str:
-        loaded = load_spec(spec)
-        pointer = read_pointer(ctx, loaded, "dataset_digest")
-        home = datasets_dir(ctx) / pointer["dataset_digest"]
-        frame = pd.read_parquet(home / "data.parquet")
-        split = loaded.spec.data.split
-        split_key = hashlib.sha256(
-            json.dumps(
-                {
-                    "split": split.model_dump(),
-                    "seed": loaded.spec.seed,
-                    "target": loaded.spec.data.target,
-                    "task": loaded.spec.training.task,
-                },
-                sort_keys=True,
-            ).encode()
-        ).hexdigest()[:16]
-        final = home / "splits" / split_key
-        if not (final / "split.json").exists():
-            parts = split_frame(
-                frame,
-                target=loaded.spec.data.target,
-                split=split,
-                seed=loaded.spec.seed,
-                stratify=loaded.spec.training.task == "classification",
-            )
-            staging = home / "splits" / f".staging-{uuid.uuid4().hex}"
-            staging.mkdir(parents=True)
-            digests = {}
-            for name, part in parts.items():
-                part.to_parquet(staging / f"{name}.parquet", index=False)
-                digests[name] = dataset_digest(part)
-            profile = profile_frame(parts["train"], ctx.redactor)
-            (staging / "reference_profile.json").write_text(json.dumps(profile, indent=2), "utf-8")
-            (staging / "split.json").write_text(
-                json.dumps(
-                    {
-                        "key": split_key,
-                        "seed": loaded.spec.seed,
-                        "fractions": split.model_dump(),
-                        "rows": {n: len(p) for n, p in parts.items()},
-                        "digests": digests,
-                    },
-                    indent=2,
-                ),
-                "utf-8",
-            )
-            publish_dir(staging, final)
-        facts = json.loads((final / "split.json").read_text("utf-8"))
-        write_json_atomic(
-            pointer_path(ctx, loaded), {**pointer, "split_key": split_key, "updated_at": datetime.now(UTC).isoformat()}
-        )
-        return to_json(
-            {
-                "split": split_key,
-                "rows": facts["rows"],
-                "digests": facts["digests"],
-                "reference_profile": str(final / "reference_profile.json"),
-            }
-        )
 
+def data_tools(ctx: ToolContext) -> list[GovernedTool]:
+    """load_dataset, validate_dataset, scan_pii, version_dataset and split_dataset, bound to ``ctx``."""
     return [
         GovernedTool.from_function(
             "load_dataset",
             "Load a data set (CSV, Parquet or sklearn:NAME) within the size limit and describe "
             "its columns; no values are returned.",
             _SourceArgs,
-            load_dataset,
+            partial(load_dataset, ctx),
             mutates=False,
         ),
         GovernedTool.from_function(
@@ -239,7 +281,7 @@ def data_tools(ctx: ToolContext) -> list[GovernedTool]:
             "Validate the spec's data: schema, target classes, row counts, missing values, "
             "duplicates and leakage. Hard failures stop the pipeline.",
             SpecArgs,
-            validate_dataset,
+            partial(validate_dataset, ctx),
             mutates=False,
         ),
         GovernedTool.from_function(
@@ -247,7 +289,7 @@ def data_tools(ctx: ToolContext) -> list[GovernedTool]:
             "Scan a sample of every column of the spec's data for PII and say which columns the "
             "policy drops or hashes.",
             SpecArgs,
-            scan_pii,
+            partial(scan_pii, ctx),
             mutates=False,
         ),
         GovernedTool.from_function(
@@ -255,7 +297,7 @@ def data_tools(ctx: ToolContext) -> list[GovernedTool]:
             "Drop or hash PII columns, then store the spec's data content-addressed in the "
             "workspace and return its digest.",
             SpecArgs,
-            version_dataset,
+            partial(version_dataset, ctx),
             mutates=True,
         ),
         GovernedTool.from_function(
@@ -263,7 +305,7 @@ def data_tools(ctx: ToolContext) -> list[GovernedTool]:
             "Seeded, stratified train/validation/test split of the versioned data, plus the "
             "training split's reference profile for drift checks.",
             SpecArgs,
-            split_dataset,
+            partial(split_dataset, ctx),
             mutates=True,
         ),
     ]

@@ -1,19 +1,14 @@
 """The training stage: allow-listed estimators, a bounded seeded search, one MLflow run per candidate.
 
-``_train`` plans the search against the policy before anything runs and fits and logs the
-candidates; ``_tools`` holds the experimentation agent's tools.
+``_search`` plans the search against the policy before anything runs and fits each
+candidate (preprocessing pipeline, scorers, cross-validation, refit) without touching
+MLflow; ``_runs`` records the provenance and logs a parent run with one nested run per
+candidate, then tags the best; ``_tools`` holds the experimentation agent's tools.
 """
 
+from mlops_supervisor.tools.training._runs import TrainingContext, code_version, environment, train_candidates
+from mlops_supervisor.tools.training._search import SearchPlan, TrainingData, plan_search
 from mlops_supervisor.tools.training._tools import experimentation_tools
-from mlops_supervisor.tools.training._train import (
-    SearchPlan,
-    TrainingContext,
-    TrainingData,
-    code_version,
-    environment,
-    plan_search,
-    train_candidates,
-)
 
 __all__ = [
     "SearchPlan",
