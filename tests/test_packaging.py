@@ -48,3 +48,49 @@ def test_prompts_ship_for_every_specialist() -> None:
     for spec in SPECIALISTS.values():
         assert "never" in spec.prompt.lower(), spec.name
         assert set(spec.tools), spec.name
+
+
+def test_tools_surface_is_pinned() -> None:
+    """`mlops_supervisor.tools` exports exactly this list, whatever its subpackages hold."""
+    import mlops_supervisor.tools as tools
+
+    assert sorted(tools.__all__) == [
+        "GateResult",
+        "GovernedTool",
+        "LoadedSpec",
+        "PipelineSpec",
+        "ProgressFactory",
+        "ToolContext",
+        "ToolRegistry",
+        "build_tool_registry",
+        "load_spec",
+        "no_progress",
+        "spec_json_schema",
+    ]
+    for name in tools.__all__:
+        assert getattr(tools, name) is not None
+
+
+def test_every_package_folder_is_listed_for_the_wheel() -> None:
+    """Each folder with an `__init__.py` is named in pyproject's packages and package-dir, so a wheel ships it."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    setup = tomllib.loads((root / "pyproject.toml").read_text("utf-8"))["tool"]["setuptools"]
+    folders = {
+        "mlops_supervisor": "supervisor",
+        **{f"mlops_supervisor.{n}": n for n in ("agents", "tools", "policies", "prompts", "evals")},
+    }
+    found = {}
+    for package, folder in folders.items():
+        for init in sorted((root / folder).rglob("__init__.py")):
+            parts = init.parent.relative_to(root / folder).parts
+            found[".".join((package, *parts))] = "/".join((folder, *parts))
+    missing = sorted(set(found) - set(setup["packages"]))
+    assert not missing, f"not in [tool.setuptools] packages: {missing}"
+    assert {p: setup["package-dir"].get(p) for p in found} == found
+    for package in setup["packages"]:  # data-only packages (scenarios) have no __init__.py but must exist
+        assert (root / setup["package-dir"][package]).is_dir(), package
+    # every domain the design names is a package of its own
+    for domain in ("core", "data", "training", "evaluation", "registry", "serving", "monitoring"):
+        assert f"mlops_supervisor.tools.{domain}" in found

@@ -6,15 +6,13 @@ schemas and answer with ``ToolNotAvailableError``: they never return made-up res
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from typing import Any
 
-from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
 from mlops_supervisor.policies import ToolNotAvailableError, verify_audit_log
-from mlops_supervisor.tools.core import GovernedTool, ToolContext, ToolRegistry
+from mlops_supervisor.tools.core import GovernedTool, ToolContext, ToolRegistry, to_json
 from mlops_supervisor.tools.data import data_tools
 from mlops_supervisor.tools.evaluation import evaluation_tools
 from mlops_supervisor.tools.monitoring import observability_tools
@@ -43,8 +41,7 @@ def _declared(
     def unavailable(**_: Any) -> str:
         raise ToolNotAvailableError(f"{name} is not available yet ({arrives}); nothing was changed")
 
-    tool = StructuredTool.from_function(func=unavailable, name=name, description=description, args_schema=args_schema)
-    return GovernedTool(tool=tool, mutates=mutates, available=False)
+    return GovernedTool.from_function(name, description, args_schema, unavailable, mutates=mutates, available=False)
 
 
 def _audit_summary(ctx: ToolContext) -> GovernedTool:
@@ -59,37 +56,37 @@ def _audit_summary(ctx: ToolContext) -> GovernedTool:
             }
             for r in records[-limit:]
         ]
-        return json.dumps({"events": len(records), "by_event": dict(counts), "recent": recent})
+        return to_json({"events": len(records), "by_event": dict(counts), "recent": recent})
 
-    tool = StructuredTool.from_function(
-        func=audit_summary,
-        name="audit_summary",
-        description="Read-only summary of the audit log: event counts and the most recent events.",
-        args_schema=_AuditSummaryArgs,
+    return GovernedTool.from_function(
+        "audit_summary",
+        "Read-only summary of the audit log: event counts and the most recent events.",
+        _AuditSummaryArgs,
+        audit_summary,
+        mutates=False,
     )
-    return GovernedTool(tool=tool, mutates=False)
 
 
 def _verify_audit_chain(ctx: ToolContext) -> GovernedTool:
     def verify_audit_chain() -> str:
         result = verify_audit_log(ctx.audit.path)
-        return json.dumps(
+        return to_json(
             {"intact": result.ok, "lines": result.lines, "bad_line": result.bad_line, "problem": result.problem}
         )
 
-    tool = StructuredTool.from_function(
-        func=verify_audit_chain,
-        name="verify_audit_chain",
-        description="Check the audit log's hash chain and name the first bad line, if any.",
-        args_schema=_NoArgs,
+    return GovernedTool.from_function(
+        "verify_audit_chain",
+        "Check the audit log's hash chain and name the first bad line, if any.",
+        _NoArgs,
+        verify_audit_chain,
+        mutates=False,
     )
-    return GovernedTool(tool=tool, mutates=False)
 
 
 def _show_policy(ctx: ToolContext) -> GovernedTool:
     def show_policy() -> str:
         policy = ctx.policy
-        return json.dumps(
+        return to_json(
             {
                 "source": policy.source,
                 "digest": policy.digest,
@@ -101,13 +98,13 @@ def _show_policy(ctx: ToolContext) -> GovernedTool:
             }
         )
 
-    tool = StructuredTool.from_function(
-        func=show_policy,
-        name="show_policy",
-        description="Read-only view of the policy in force: approvers, held tools, denied tools, budgets.",
-        args_schema=_NoArgs,
+    return GovernedTool.from_function(
+        "show_policy",
+        "Read-only view of the policy in force: approvers, held tools, denied tools, budgets.",
+        _NoArgs,
+        show_policy,
+        mutates=False,
     )
-    return GovernedTool(tool=tool, mutates=False)
 
 
 _GUARD = "it arrives with the Presidio redaction and injection guard"

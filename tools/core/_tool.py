@@ -56,12 +56,13 @@ class GovernedTool:
         *,
         mutates: bool,
         gate: Callable[[Mapping[str, Any]], GateResult] | None = None,
+        available: bool = True,
     ) -> GovernedTool:
         """A governed tool whose body is ``func``, with ``args`` as its argument schema."""
         from langchain_core.tools import StructuredTool
 
         tool = StructuredTool.from_function(func=func, name=name, description=description, args_schema=args)
-        return cls(tool=tool, mutates=mutates, gate=gate)
+        return cls(tool=tool, mutates=mutates, available=available, gate=gate)
 
 
 class ToolRegistry:
