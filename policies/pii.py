@@ -54,6 +54,7 @@ def _analyzer() -> Any:
 
     engine = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": _SPACY_MODEL}])
     # Load the model ourselves so the pipes Presidio does not use stay out.
+    # presidio types nlp as None: its __init__ assigns None without an annotation, so mypy infers that
     engine.nlp = {"en": spacy.load(_SPACY_MODEL, exclude=list(_SPACY_EXCLUDE))}  # type: ignore[assignment]
     return AnalyzerEngine(nlp_engine=engine, supported_languages=["en"])
 

@@ -16,3 +16,5 @@ if [ "$(cat .venv/.setup-stamp 2>/dev/null)" != "$want" ]; then
   .venv/bin/uv pip install -q --python .venv/bin/python --no-deps -e .
   echo "$want" > .venv/.setup-stamp
 fi
+# The type checker's view of the package (scripts/mypy_tree.py says why); synced on every run.
+.venv/bin/python scripts/mypy_tree.py

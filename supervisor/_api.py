@@ -28,12 +28,13 @@ from mlops_supervisor._results import (
     PendingApproval,
     Report,
     RunResult,
+    Status,
     ThreadSummary,
     ToolOutput,
     WorkspaceStatus,
 )
 from mlops_supervisor._settings import Settings
-from mlops_supervisor._state import initial_state
+from mlops_supervisor._state import ThreadStatus, initial_state
 from mlops_supervisor._workspace import Workspace
 from mlops_supervisor.agents import SPECIALISTS
 from mlops_supervisor.policies import (
@@ -180,9 +181,9 @@ class Supervisor:
         snapshot = self._require_thread(thread_id)
         values = snapshot.values
         awaiting = bool(snapshot.interrupts)
-        status = "awaiting_approval" if awaiting else values.get("status", "failed")
-        if status == "running":
-            status = "failed"
+        stored: ThreadStatus = values.get("status", "failed")
+        # a thread that never reached the finish node (still "running") failed
+        status: Status = "awaiting_approval" if awaiting else "failed" if stored == "running" else stored
         report = values.get("report") or build_report(
             {**values, "failure": values.get("failure") or ("" if awaiting else "the request did not finish")},
             status=status,

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langgraph.graph import END, START, StateGraph
@@ -46,6 +46,16 @@ from mlops_supervisor.policies.engine import approval_binding
 from mlops_supervisor.tools import GateResult, ToolRegistry
 
 __all__ = ["Route", "Runtime", "build_graph"]
+
+_Out_co = TypeVar("_Out_co", covariant=True)
+
+
+class _Node(Protocol[_Out_co]):
+    """A graph node over the state. langgraph's node protocols name the parameter ``state``, so a
+    plain ``Callable[[SupervisorState], ...]`` (positional only) does not match ``add_node``."""
+
+    def __call__(self, state: SupervisorState) -> _Out_co: ...
+
 
 AgentName = Literal["data", "experimentation", "evaluation", "registry", "deployment", "observability", "security"]
 
@@ -182,7 +192,7 @@ def _over_budget(runtime: Runtime, state: SupervisorState, where: str) -> Comman
     )
 
 
-def _supervisor_node(runtime: Runtime) -> Callable[[SupervisorState], Command[Any]]:
+def _supervisor_node(runtime: Runtime) -> _Node[Command[Any]]:
     def supervisor(state: SupervisorState) -> Command[Any]:
         stop = _over_budget(runtime, state, "supervisor")
         if stop is not None:
@@ -223,7 +233,7 @@ def _supervisor_node(runtime: Runtime) -> Callable[[SupervisorState], Command[An
     return supervisor
 
 
-def _specialist_node(runtime: Runtime, spec: AgentSpec) -> Callable[[SupervisorState], Command[Any]]:
+def _specialist_node(runtime: Runtime, spec: AgentSpec) -> _Node[Command[Any]]:
     def specialist(state: SupervisorState) -> Command[Any]:
         stop = _over_budget(runtime, state, spec.name)
         if stop is not None:
@@ -291,7 +301,7 @@ def _gated_decision(decision: Decision, gated: GateResult, thread_id: str, call:
     return decision
 
 
-def _policy_node(runtime: Runtime) -> Callable[[SupervisorState], Command[Any]]:
+def _policy_node(runtime: Runtime) -> _Node[Command[Any]]:
     def policy(state: SupervisorState) -> Command[Any]:
         agent = state["route"]["agent"]
         spec = runtime.specialists[agent]
@@ -369,7 +379,7 @@ def _evidence_still_holds(runtime: Runtime, request: ApprovalRequest) -> Decisio
     return Decision.allow(request.tool, "approved; the evidence is unchanged")
 
 
-def _approval_node(runtime: Runtime) -> Callable[[SupervisorState], Command[Any]]:
+def _approval_node(runtime: Runtime) -> _Node[Command[Any]]:
     def approval(state: SupervisorState) -> Command[Any]:
         pending = list(state.get("pending", []))
         request = ApprovalRequest.model_validate(pending[0])
@@ -429,7 +439,7 @@ def _approval_node(runtime: Runtime) -> Callable[[SupervisorState], Command[Any]
     return approval
 
 
-def _tools_node(runtime: Runtime) -> Callable[[SupervisorState], Command[Any]]:
+def _tools_node(runtime: Runtime) -> _Node[Command[Any]]:
     def tools(state: SupervisorState) -> Command[Any]:
         history = list(state.get("agent_messages", []))
         results = list(state.get("tool_results", []))
@@ -501,7 +511,7 @@ def _tools_node(runtime: Runtime) -> Callable[[SupervisorState], Command[Any]]:
     return tools
 
 
-def _finish_node(runtime: Runtime) -> Callable[[SupervisorState], dict[str, Any]]:
+def _finish_node(runtime: Runtime) -> _Node[dict[str, Any]]:
     def finish(state: SupervisorState) -> dict[str, Any]:
         status = derive_status(state)
         report = build_report(

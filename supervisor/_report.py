@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 __all__ = ["REPORT_SECTIONS", "build_report", "derive_status"]
 
 REPORT_SECTIONS = ("plan", "design", "changes", "verification", "rollback", "summary")
 
 
-def derive_status(state: Mapping[str, Any]) -> str:
+def derive_status(state: Mapping[str, Any]) -> Literal["done", "refused", "invalid_input", "failed"]:
     """done, refused, invalid_input or failed, from what the request recorded."""
     if state.get("failure"):
         return "failed"

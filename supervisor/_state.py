@@ -6,9 +6,12 @@ from typing import Any, Literal, TypedDict
 
 from langchain_core.messages import BaseMessage
 
-__all__ = ["STAGES", "SupervisorState", "initial_state"]
+__all__ = ["STAGES", "SupervisorState", "ThreadStatus", "initial_state"]
 
 STAGES = ("data", "train", "evaluate", "register", "deploy", "monitor")
+
+ThreadStatus = Literal["running", "done", "refused", "invalid_input", "failed"]
+"""``running`` from the start until the finish node records the outcome (``derive_status``)."""
 
 
 class SupervisorState(TypedDict, total=False):
@@ -31,7 +34,7 @@ class SupervisorState(TypedDict, total=False):
     steps: int
     answer: str
     failure: str
-    status: str
+    status: ThreadStatus
     report: dict[str, str]
 
 

@@ -189,7 +189,7 @@ def adversarial_allow_list_script(specialists: dict[str, tuple[str, ...]]) -> di
 
 def _plausible_args(tool: str) -> dict[str, Any]:
     # Well-formed arguments, so a denial can only come from the allow-list, not the schema.
-    return {
+    plausible: dict[str, dict[str, Any]] = {
         "load_dataset": {"source": "data.csv"},
         "validate_dataset": {"source": "data.csv"},
         "scan_pii": {"source": "data.csv"},
@@ -212,4 +212,5 @@ def _plausible_args(tool: str) -> dict[str, Any]:
         "verify_audit_chain": {},
         "show_policy": {},
         "scan_prompt_injection": {"text": "hello"},
-    }.get(tool, {})
+    }
+    return plausible.get(tool, {})
