@@ -93,6 +93,21 @@ def worker(reference_path: str, current_path: str, categorical: list[str], split
     print(json.dumps(out))
 
 
+def find_uv() -> str:
+    """``uv`` beside the running interpreter (where ``make setup`` puts it), else the one on PATH."""
+    # Not resolved: a venv's python is a symlink to the base interpreter, whose folder has no uv.
+    beside = Path(sys.executable).parent / "uv"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    on_path = shutil.which("uv")
+    if on_path is None:
+        raise SystemExit(
+            f"uv is needed to build benchmarks/.venv-evidently: none at {beside} (beside the running Python) "
+            "nor on PATH. Run `make setup` (it installs uv into .venv/bin) or `pip install uv`."
+        )
+    return on_path
+
+
 def evidently_python() -> Path:
     """The Evidently venv's interpreter, creating or refreshing the venv when the requirements changed."""
     python = EVIDENTLY_VENV / "bin" / "python"
@@ -100,9 +115,7 @@ def evidently_python() -> Path:
     stamp = EVIDENTLY_VENV / ".requirements-sha256"
     if python.exists() and stamp.exists() and stamp.read_text("ascii").strip() == digest:
         return python
-    uv = shutil.which("uv")
-    if uv is None:
-        raise SystemExit("uv is needed to build benchmarks/.venv-evidently (pip install uv)")
+    uv = find_uv()
     print(f"building {EVIDENTLY_VENV.relative_to(ROOT)} ...", file=sys.stderr)
     base = getattr(sys, "_base_executable", sys.executable)
     for cmd in (

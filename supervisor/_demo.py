@@ -11,10 +11,12 @@ the audit chain that records it all. Servers stop at the end unless ``keep_servi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +82,30 @@ def _where_things_are(root: Path, model: str) -> str:
     return "Where things are:\n" + "\n".join(f"- {what}: `{where}`" for what, where in places)
 
 
+@contextlib.contextmanager
+def _mlflow_event_prints_off() -> Iterator[None]:
+    """MLflow's event stream off while the demo runs, then back as it was.
+
+    The registry's "Registered model ... already exists" and "Created version ..." lines are plain
+    prints to this stream (``eprint``), not log records, so no logger level reaches them. MLflow
+    switches the stream with a counted context (some of its imports turn it off and on again, which
+    would undo a bare ``disable_logging()``); holding one of those keeps it off for the whole demo.
+    Its log records share the stream and are off too, during the demo only: library users keep theirs.
+    """
+    from mlflow.utils import logging_utils
+    from mlflow.utils.autologging_utils.logging_and_warnings import MlflowEventsAndWarningsBehaviorGlobally
+
+    was_on = logging_utils.MLFLOW_LOGGING_STREAM.enabled
+    try:
+        with MlflowEventsAndWarningsBehaviorGlobally(
+            disable_event_logs=True, disable_warnings=False, reroute_warnings=False
+        ):
+            yield
+    finally:
+        if not was_on:  # leaving the context turns the stream on; a caller that had it off keeps it off
+            logging_utils.disable_logging()
+
+
 def run_demo(
     workspace: Path, *, requester: str | None = None, console: Console | None = None, keep_serving: bool = False
 ) -> RunResult:
@@ -88,7 +114,8 @@ def run_demo(
     Whatever happens (an error, Ctrl-C), its servers are stopped unless ``keep_serving``.
     """
     try:
-        return _run_demo(workspace, requester=requester, console=console, keep_serving=keep_serving)
+        with _mlflow_event_prints_off():
+            return _run_demo(workspace, requester=requester, console=console, keep_serving=keep_serving)
     finally:
         if not keep_serving:
             from mlops_supervisor.tools.serving import LocalBackend
@@ -286,7 +313,7 @@ def _run_demo(workspace: Path, *, requester: str | None, console: Console | None
         "version 2 was deployed as a canary, failed its analysis and was rolled back.\n\n"
         + _where_things_are(root, model),
         verification="\n".join(lines),
-        rollback=f"`mlops-supervisor --workspace {root.parent} rollback {model}` would restore the last known-good "
+        rollback=f"`mlops-supervisor --workspace {root} rollback {model}` would restore the last known-good "
         f"version; `mlops-supervisor --workspace {root} down` stops any server left running. Remove the demo "
         f"with `rm -r {root}`.",
         summary=("All governance checks held." if passed else "Some governance checks FAILED.")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-__all__ = ["drift_plot", "latency_plot"]
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+__all__ = ["DriftState", "draw_drift", "drift_plot", "drift_states", "drift_styles", "latency_plot"]
 
 
 def latency_plot(reports: Path, model: str, window: dict[str, Any]) -> Path | None:
@@ -26,21 +29,78 @@ def latency_plot(reports: Path, model: str, window: dict[str, Any]) -> Path | No
     return path
 
 
-def drift_plot(reports: Path, model: str, table: dict[str, Any], threshold: float) -> Path | None:
-    """PSI per judged feature against the limit, drifted ones in red, as a PNG under ``reports``."""
-    judged = {c: r["psi"] for c, r in table.items() if r.get("judged")}
-    if not judged:
+DriftState = Literal["drifted", "not_significant", "within_limit"]
+
+
+class _Style(NamedTuple):
+    color: str
+    hatch: str
+    label: str
+
+
+def drift_states(table: Mapping[str, Mapping[str, Any]], threshold: float) -> dict[str, DriftState]:
+    """The state of each judged feature: drifted, PSI over ``threshold`` but not significant, or within it.
+
+    ``drifted`` is the table's own verdict (PSI over its limit *and* the test significant), so the plot
+    and the alerts never disagree; a bar over the line that is not drifted failed the significance test.
+    """
+    return {
+        column: "drifted" if row["drifted"] else "not_significant" if row["psi"] > threshold else "within_limit"
+        for column, row in table.items()
+        if row.get("judged")
+    }
+
+
+def drift_styles(threshold: float, p_value: float) -> dict[DriftState, _Style]:
+    """Colour, hatch and legend label of each state, naming the PSI and p-value limits that separate them."""
+    return {
+        "drifted": _Style("tab:red", "", f"drifted: PSI > {threshold} and p < {p_value}"),
+        "not_significant": _Style("tab:orange", "//", f"PSI > {threshold} but not significant (p ≥ {p_value})"),
+        "within_limit": _Style("tab:blue", "", f"within the PSI limit (≤ {threshold})"),
+    }
+
+
+def drift_plot(reports: Path, model: str, table: dict[str, Any], threshold: float, p_value: float) -> Path | None:
+    """PSI per judged feature against the limit, coloured by state (see ``drift_styles``), as a PNG under ``reports``."""
+    states = drift_states(table, threshold)
+    if not states:
         return None
     path = reports / f"drift-{int(time.time())}.png"
-    with _png(path, (8, 4)) as ax:
-        names = list(judged)
-        colors = ["tab:red" if table[n]["drifted"] else "tab:blue" for n in names]
-        ax.bar(names, [judged[n] for n in names], color=colors)
-        ax.axhline(threshold, color="black", linestyle="--", label=f"PSI limit {threshold}")
-        ax.set(ylabel="PSI", title=f"{model}: drift of live requests against training data")
-        ax.tick_params(axis="x", rotation=60)
-        ax.legend()
+    with _png(path, (9, 4.5)) as ax:
+        draw_drift(ax, model, table, states, threshold, p_value)
     return path
+
+
+def draw_drift(
+    ax: Axes,
+    model: str,
+    table: Mapping[str, Mapping[str, Any]],
+    states: Mapping[str, DriftState],
+    threshold: float,
+    p_value: float,
+) -> None:
+    """The drift bars, the PSI line, each over-limit bar's p-value and a legend entry per state, on ``ax``."""
+    from matplotlib.patches import Patch
+
+    styles = drift_styles(threshold, p_value)
+    names = list(states)
+    heights = [table[n]["psi"] for n in names]
+    ax.bar(
+        names,
+        heights,
+        color=[styles[states[n]].color for n in names],
+        hatch=[styles[states[n]].hatch for n in names],
+        edgecolor="white",
+    )
+    for i, name in enumerate(names):
+        if states[name] != "within_limit":  # the p-value is what tells the two kinds of tall bar apart
+            ax.annotate(f"p={table[name]['p_value']:.2g}", (i, heights[i]), ha="center", va="bottom", fontsize=8)
+    line = ax.axhline(threshold, color="black", linestyle="--", label=f"PSI limit {threshold}")
+    handles = [Patch(facecolor=s.color, hatch=s.hatch, edgecolor="white", label=s.label) for s in styles.values()]
+    ax.set(ylabel="PSI", title=f"{model}: drift of live requests against training data")
+    ax.margins(y=0.12)  # room for the p-value over the tallest bar
+    ax.tick_params(axis="x", rotation=60)
+    ax.legend(handles=[*handles, line], fontsize=8)
 
 
 @contextmanager

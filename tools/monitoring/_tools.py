@@ -169,7 +169,7 @@ class _Observer:
                     "runbook": runbook(model, "prediction drift"),
                 }
             )
-        plot = drift_plot(self._reports(model), model, table, limits.psi_threshold)
+        plot = drift_plot(self._reports(model), model, table, limits.psi_threshold, limits.p_value)
         return {
             "model": model,
             "version": version,
