@@ -1,8 +1,9 @@
-"""The graph's shape, the allow-list under a hostile model, budgets and redaction of everything it stores."""
+"""The graph's shape, the run-time path of every tool call, the allow-list under a hostile model, budgets and redaction of everything it stores."""
 
 from __future__ import annotations
 
 import sqlite3
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +22,6 @@ def test_mermaid_snapshot(workspace: Path) -> None:
     """The compiled graph's Mermaid drawing matches the reviewed snapshot."""
     with Supervisor(workspace) as sup:
         assert sup.mermaid().strip() == SNAPSHOT.read_text("utf-8").strip()
-
-
-def test_only_policy_and_approval_lead_to_tools(workspace: Path) -> None:
-    """No specialist has an edge straight to the tool runner: every call passes the policy node."""
-    with Supervisor(workspace) as sup:
-        drawn = sup._graph("offline").get_graph()
-    sources = {edge.source for edge in drawn.edges if edge.target == "tools"}
-    assert sources == {"policy", "approval"}
 
 
 def _spy_registry(sup: Supervisor, ran: list[str]) -> ToolRegistry:
@@ -81,6 +74,102 @@ def test_allowed_call_runs_its_body(workspace: Path) -> None:
         result = sup.ask("show policy")
     assert ran == ["show_policy"]
     assert result.status == "done"
+
+
+def _node_sequence(sup: Supervisor, thread_id: str) -> list[str]:
+    """The nodes a thread's run visited, in order, read back from its checkpoints (a paused node last)."""
+    history = reversed(list(sup._graph(sup.model_spec).get_state_history(sup._config(thread_id))))
+    return [node for snapshot in history for node in snapshot.next if node != "__start__"]
+
+
+def _tools_visits_without_a_decision(sequence: list[str]) -> list[tuple[str, str]]:
+    """Each ``(previous, "tools")`` step whose previous node is neither policy nor approval."""
+    return [
+        (before, node)
+        for before, node in pairwise(sequence)
+        if node == "tools" and before not in {"policy", "approval"}
+    ]
+
+
+def _governed_run(workspace: Path, tmp_path: Path, script: dict[str, Any], ran: list[str]) -> Supervisor:
+    """A supervisor on ``script`` whose tools only record that they ran; release-manager approves remove_alias."""
+    path = tmp_path / "script.yaml"
+    path.write_text(yaml.safe_dump(script), "utf-8")
+    policy = tmp_path / "policy.yaml"
+    # The default policy holds remove_alias (a mutating call with no evidence gate) for approval.
+    policy.write_text(yaml.safe_dump({"approvers": ["release-manager"]}), "utf-8")
+    with Supervisor(workspace, policy=policy) as probe:
+        spies = _spy_registry(probe, ran)
+    return Supervisor(workspace, model=f"scripted:{path}", user="alice", policy=policy, tools=spies)
+
+
+REMOVE_CHALLENGER = {"name": "remove_alias", "args": {"model": "m", "alias": "challenger"}}
+
+
+def test_every_tool_run_follows_a_policy_or_approval_decision(workspace: Path, tmp_path: Path) -> None:
+    """At run time a read runs right after policy, a denied call never reaches tools, a held one runs right after approval."""
+    script = {
+        "supervisor": [
+            {"route": "security", "task": "show the policy"},
+            {"route": "registry", "task": "remove the challenger alias of m"},
+            {"route": "finish", "answer": "done"},
+        ],
+        "security": [
+            {"tool_calls": [{"name": "show_policy", "args": {}}]},
+            {"tool_calls": [{"name": "deploy_model", "args": {"model": "m", "version": 1}}]},
+            {"content": "policy shown; deploying is not mine to do"},
+        ],
+        "registry": [{"tool_calls": [REMOVE_CHALLENGER]}, {"content": "challenger removed"}],
+    }
+    read = ["security", "policy", "tools"]
+    denied = ["security", "policy", "security"]
+    held = ["registry", "policy", "approval"]
+    ran: list[str] = []
+    with _governed_run(workspace, tmp_path, script, ran) as sup:
+        paused = sup.ask("show the policy, try a deploy, then drop the challenger")
+        before_approval = _node_sequence(sup, paused.thread_id)
+        assert _tools_visits_without_a_decision(before_approval) == []
+        assert before_approval == ["supervisor", *read, *denied, "supervisor", *held]
+        assert ran == ["show_policy"]
+        assert paused.status == "awaiting_approval"
+
+        result = sup.approve(paused.thread_id, approver="release-manager")
+        sequence = _node_sequence(sup, result.thread_id)
+
+    assert _tools_visits_without_a_decision(sequence) == []
+    assert sequence == [*before_approval, "tools", "registry", "supervisor", "finish"]
+    assert ran == ["show_policy", "remove_alias"]
+    assert [(o.agent, o.tool) for o in result.outputs] == [("security", "show_policy"), ("registry", "remove_alias")]
+    assert [(d.agent, d.action, d.decision) for d in result.decisions] == [
+        ("security", "show_policy", "allow"),
+        ("security", "deploy_model", "deny"),
+        ("registry", "remove_alias", "needs_approval"),
+        ("registry", "remove_alias", "allow"),
+    ]
+
+
+def test_rejected_call_goes_back_to_its_agent_not_to_tools(workspace: Path, tmp_path: Path) -> None:
+    """A held call the approver rejects is handed back to its agent at run time; the tools node is never visited."""
+    script = {
+        "supervisor": [
+            {"route": "registry", "task": "remove the challenger alias of m"},
+            {"route": "finish", "answer": "not removed"},
+        ],
+        "registry": [{"tool_calls": [REMOVE_CHALLENGER]}, {"content": "the removal was rejected"}],
+    }
+    ran: list[str] = []
+    with _governed_run(workspace, tmp_path, script, ran) as sup:
+        paused = sup.ask("drop the challenger")
+        assert _node_sequence(sup, paused.thread_id) == ["supervisor", "registry", "policy", "approval"]
+        assert paused.status == "awaiting_approval"
+
+        result = sup.reject(paused.thread_id, approver="release-manager", reason="keep it for the A/B test")
+        sequence = _node_sequence(sup, result.thread_id)
+
+    assert sequence == ["supervisor", "registry", "policy", "approval", "registry", "supervisor", "finish"]
+    assert ran == []
+    assert result.outputs == []
+    assert result.decisions[-1].reason_code == "approval_rejected"
 
 
 def test_step_budget_stops_a_runaway_model(workspace: Path, tmp_path: Path) -> None:
