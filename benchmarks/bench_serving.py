@@ -4,7 +4,7 @@ One scikit-learn model (LogisticRegression on the bundled breast-cancer data, 30
 features, the model FACTS.md measured) is logged and registered in a throw-away MLflow store.
 Then, on loopback:
 
-- **direct**: our model server (``tools/_serving.py``: Starlette, signature validation on
+- **direct**: our model server (``tools/serving/_model_server.py``: Starlette, signature validation on
   every request) started by ``LocalBackend.deploy``, the path ``deploy_model`` takes;
 - **router**: the same server behind its router (weighted split, Prometheus metrics,
   redacted request sampling at the default 10 %);
