@@ -424,3 +424,15 @@ def test_scored_positive_proba_only_for_two_class_probabilities(two_classes: boo
     scored = Scored(y=np.array([1, 0]), pred=np.array([1, 0]), proba=proba)
     expected = [0.8, 0.4] if two_classes else None
     assert (scored.positive_proba.tolist() if scored.positive_proba is not None else None) == expected
+
+
+def test_plots_of_a_regression_model_show_predicted_against_actual(tmp_path: Path) -> None:
+    """A regressor gets a predicted-against-actual plot; a confusion matrix is only drawn for classes."""
+    from mlops_supervisor.tools.evaluation._record import render_plots
+
+    y = np.linspace(0.0, 10.0, 30)
+    regression = Scored(y=y, pred=y + 0.5, proba=None, classification=False)
+    assert render_plots(tmp_path / "reg", regression, {}) == ["predicted_vs_actual.png"]
+    assert (tmp_path / "reg" / "predicted_vs_actual.png").stat().st_size > 0
+    binary = _binary_scored(rows=40)
+    assert render_plots(tmp_path / "cls", binary, {}) == ["confusion_matrix.png", "roc.png", "calibration.png"]

@@ -73,13 +73,14 @@ def build_report(
 
 
 def render_plots(directory: Path, scored: Scored, fairness: Mapping[str, FeatureFairness]) -> list[str]:
-    """Write the confusion matrix, ROC and calibration curves (two classes) and per-group bars into ``directory``."""
+    """Write the confusion matrix (or, for regression, predicted against actual values), ROC and calibration
+    curves (two classes) and per-group bars into ``directory``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from sklearn.calibration import CalibrationDisplay
-    from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
+    from sklearn.metrics import ConfusionMatrixDisplay, PredictionErrorDisplay, RocCurveDisplay
 
     directory.mkdir(parents=True, exist_ok=True)
     made: list[str] = []
@@ -90,8 +91,12 @@ def render_plots(directory: Path, scored: Scored, fairness: Mapping[str, Feature
         plt.close("all")
         made.append(name)
 
-    ConfusionMatrixDisplay.from_predictions(scored.y, scored.pred)
-    save("confusion_matrix.png")
+    if scored.classification:
+        ConfusionMatrixDisplay.from_predictions(scored.y, scored.pred)
+        save("confusion_matrix.png")
+    else:  # a confusion matrix of continuous values is an error in scikit-learn
+        PredictionErrorDisplay.from_predictions(scored.y, scored.pred, kind="actual_vs_predicted")
+        save("predicted_vs_actual.png")
     positive = scored.positive_proba
     if positive is not None:
         RocCurveDisplay.from_predictions(scored.y, positive)

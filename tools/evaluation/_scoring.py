@@ -39,6 +39,7 @@ class Scored:
     y: np.ndarray
     pred: np.ndarray
     proba: np.ndarray | None
+    classification: bool = True
 
     @property
     def positive_proba(self) -> np.ndarray | None:
@@ -69,7 +70,7 @@ def predict(loaded: LoadedModel, test: pd.DataFrame, target: str, classes: list[
             x[column] = x[column].astype("float64")
     labels = test[target]
     if classes is None:
-        return Scored(y=labels.to_numpy(float), pred=model.predict(x), proba=None)
+        return Scored(y=labels.to_numpy(float), pred=model.predict(x), proba=None, classification=False)
     index = {c: i for i, c in enumerate(classes)}
     y = labels.astype(str).map(index).to_numpy(int)
     proba = model.predict_proba(x) if hasattr(model, "predict_proba") else None
