@@ -346,3 +346,26 @@ def test_a_server_that_exits_on_start_is_reported_and_leaves_no_record(tmp_path:
     with pytest.raises(RunError, match=r"(?s)m router process exited with 2 on start: .*invalid choice: 'bogus'"):
         spawn(home, ["bogus"], "router.log", startup_timeout=60)
     assert (home / "procs").is_dir() and records(home) == []
+
+
+def test_ctrl_c_while_the_record_is_written_still_ends_the_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C that lands once the record is visible (while it is flushed) ends the process and drops the record."""
+    from mlops_supervisor.tools.serving import _processes
+
+    started: list[int] = []
+
+    def record_then_interrupt(path: Path, value: Any) -> None:
+        write_json_atomic(path, value)
+        started.append(int(value["pid"]))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_processes, "write_json_atomic", record_then_interrupt)
+    home = tmp_path / "m"
+    args = ["router", "--routes", str(tmp_path / "routes.json"), "--samples", str(tmp_path / "samples.jsonl")]
+    with pytest.raises(KeyboardInterrupt):
+        spawn(home, args, "router.log", startup_timeout=60)
+    (pid,) = started
+    assert not alive(pid)
+    assert records(home) == []

@@ -132,8 +132,10 @@ def spawn(home: Path, args: list[str], log: str, *, port: int | None = None, sta
         )
     _CHILDREN[proc.pid] = proc
     record = ProcessRecord(pid=proc.pid, started=start_time(proc.pid), port=port, kind=args[0])
-    write_json_atomic(home / "procs" / f"{proc.pid}.json", record)
     try:
+        # inside the try: a Ctrl-C that lands while the record is flushed (it is visible from the
+        # rename on) must still end the process and drop the record
+        write_json_atomic(home / "procs" / f"{proc.pid}.json", record)
         _await_health(proc, port, home / log, startup_timeout)
     except BaseException:
         end(home, record)
