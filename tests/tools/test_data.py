@@ -163,3 +163,29 @@ def test_reference_profile_describes_each_column(adult: pd.DataFrame) -> None:
     assert age["kind"] == "numeric" and abs(sum(age["bin_shares"]) - 1) < 1e-6
     assert profile["columns"]["sex"]["kind"] == "categorical"
     assert set(profile["columns"]["note"]["shares"]) == {"mail me at <EMAIL_ADDRESS>"}
+
+
+def test_each_data_check_runs_alone_on_the_subject() -> None:
+    """Every check of the table takes the data under test and answers with its own findings."""
+    from mlops_supervisor.tools.data._checks import DataUnderTest, check_row_count, check_target_type
+
+    frame = pd.DataFrame({"x": range(30), "y": ["a", "b"] * 15})
+    subject = DataUnderTest(frame, DataSpec(source="x.csv", target="y", checks={"min_rows": 50}), "regression")
+    (rows,) = check_row_count(subject)
+    assert (rows.check, rows.status, rows.reason_code, rows.detail) == (
+        "row_count",
+        "fail",
+        "too_few_rows",
+        "30 rows; at least 50 needed",
+    )
+    assert [c.reason_code for c in check_target_type(subject)] == ["target_not_numeric"]
+    assert {c.__name__ for c in data.CHECKS} >= {"check_row_count", "check_target_type", "check_duplicates"}
+
+
+def test_an_excluded_column_gets_no_further_column_checks() -> None:
+    """An empty column is reported once (all_null), not also for missing values; a missing target stops everything."""
+    frame = pd.DataFrame({"empty": [None] * 40, "x": range(40), "y": ["a", "b"] * 20})
+    checks = data.validate_frame(frame, DataSpec(source="x.csv", target="y"), task="classification")
+    assert [(c.check, c.reason_code) for c in checks if c.column == "empty"] == [("all_null", "all_null_column")]
+    only = data.validate_frame(frame, DataSpec(source="x.csv", target="nope"), task="classification")
+    assert [c.reason_code for c in only] == ["target_missing"]
