@@ -198,7 +198,7 @@ def section(
         "All three are written to parquet once and both sides read the same files, each in a fresh process, "
         "timing only the drift computation on the loaded frames, interleaved in rounds:",
         "- **ours**: `drift_table(reference, current, psi_threshold=0.2, p_value=0.01, min_samples=100)` from "
-        "`tools/_drift.py`. Numeric columns: PSI over the reference deciles and the two-sample "
+        "`tools/monitoring/_drift.py`. Numeric columns: PSI over the reference deciles and the two-sample "
         "Kolmogorov-Smirnov test (asymptotic p-value); categorical columns: PSI over category shares "
         "(categories under 1 % of the reference pooled) and a chi-square test of the current counts against the "
         "reference shares. A column is drifted when PSI > 0.2 **and** p < 0.01. Not timed: importing "
