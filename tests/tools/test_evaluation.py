@@ -13,7 +13,6 @@ import pytest
 from sklearn import metrics as m
 from sklearn.linear_model import LogisticRegression
 
-import mlops_supervisor.tools.evaluation as evaluation
 from mlops_supervisor.tools._spec import ChampionComparison
 from mlops_supervisor.tools.core import using_store
 from mlops_supervisor.tools.evaluation import (
@@ -62,35 +61,6 @@ class _RecordingModel:
 
 
 # -- scoring ------------------------------------------------------------------------------------
-
-
-def test_public_surface_is_pinned() -> None:
-    """The evaluation package exports exactly the jobs' functions and records, the tools and beats_champion."""
-    assert sorted(evaluation.__all__) == [
-        "ChampionResult",
-        "FairnessCheck",
-        "FeatureFairness",
-        "LOSSES",
-        "LoadedModel",
-        "Recorded",
-        "Scored",
-        "assess_fairness",
-        "beats_champion",
-        "build_report",
-        "calibration",
-        "combined_thresholds",
-        "compare_with_champion",
-        "compute_metrics",
-        "evaluation_tools",
-        "fairness_failures",
-        "fairness_limits",
-        "predict",
-        "record_evaluation",
-        "render_markdown",
-        "threshold_failures",
-    ]
-    for name in evaluation.__all__:
-        assert getattr(evaluation, name) is not None
 
 
 def test_predict_feeds_signature_columns_as_float64_and_indexes_labels_by_class_order() -> None:

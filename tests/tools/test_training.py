@@ -219,19 +219,3 @@ def test_experimentation_tools_are_bound_to_their_context(tmp_path: Path) -> Non
         tools["list_runs"].tool.invoke({"experiment": "nope"})
     assert caught.value.reason_code == "unknown_experiment"
     assert (tmp_path / "ws" / "mlflow.db").exists()
-
-
-def test_training_surface_is_pinned() -> None:
-    """`tools.training` exports exactly the names it exported before the split into _search and _runs."""
-    import mlops_supervisor.tools.training as training
-
-    assert sorted(training.__all__) == [
-        "SearchPlan",
-        "TrainingContext",
-        "TrainingData",
-        "code_version",
-        "environment",
-        "experimentation_tools",
-        "plan_search",
-        "train_candidates",
-    ]
