@@ -37,6 +37,7 @@ class ReasonCode(enum.StrEnum):
     APPROVAL_EVIDENCE_CHANGED = "approval_evidence_changed"
     ALIAS_NOT_GOVERNED = "alias_not_governed"
     CONCURRENT_CHANGE = "concurrent_change"
+    EVIDENCE_UNAVAILABLE = "evidence_unavailable"
 
 
 class Decision(BaseModel):

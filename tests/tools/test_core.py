@@ -7,7 +7,9 @@ import os
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import pytest
 
 from mlops_supervisor.policies import AuditLog, PatternRedactor, load_policy
@@ -128,3 +130,74 @@ def test_aliased_version_is_none_until_the_alias_is_set(tmp_path: Path) -> None:
         found = aliased_version(client, "m")
         assert found is not None and int(found.version) == 2
         assert aliased_version(client, "m", "challenger") is None
+
+
+class _Registry:
+    """A registry client whose every read fails with ``error`` (a store that cannot answer, or one that says no)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def get_model_version_by_alias(self, model: str, alias: str) -> Any:
+        raise self.error
+
+    def get_model_version(self, model: str, version: str) -> Any:
+        raise self.error
+
+    def get_run(self, run_id: str) -> Any:
+        raise self.error
+
+
+def test_a_store_that_cannot_answer_stops_the_lookups() -> None:
+    """Only the store's own 'not found' means none; a failure to answer raises RunError, never 'no champion'."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, TEMPORARILY_UNAVAILABLE
+
+    from mlops_supervisor.policies import InvalidInputError, RunError
+    from mlops_supervisor.tools.registry import model_version, training_evidence
+
+    down = _Registry(ConnectionError("connection refused"))
+    for read in (
+        lambda c: aliased_version(c, "m"),
+        lambda c: model_version(c, "m", 1),
+        lambda c: training_evidence(c, "r1"),
+    ):
+        with pytest.raises(RunError, match=r"could not read .* from the MLflow store .*connection refused"):
+            read(down)
+    busy = _Registry(MlflowException("database is locked", error_code=TEMPORARILY_UNAVAILABLE))
+    with pytest.raises(RunError, match="database is locked"):
+        aliased_version(busy, "m")
+    gone = _Registry(MlflowException("not found", error_code=RESOURCE_DOES_NOT_EXIST))
+    assert aliased_version(gone, "m") is None
+    with pytest.raises(InvalidInputError, match="there is no registered model 'm' version 1"):
+        model_version(gone, "m", 1)
+
+
+def test_a_registry_error_during_the_champion_comparison_stops_the_evaluation() -> None:
+    """The champion comparison does not treat an unreadable registry as 'no champion yet'."""
+    from mlops_supervisor.policies import RunError
+    from mlops_supervisor.tools._spec import PipelineSpec
+    from mlops_supervisor.tools.evaluation._champion import champion_comparison
+
+    spec = PipelineSpec.model_validate(
+        {
+            "name": "p",
+            "data": {"source": "sklearn:iris", "target": "target"},
+            "training": {"candidates": [{"name": "lr", "estimator": "sklearn.linear_model.LogisticRegression"}]},
+            "model": {"name": "m"},
+        }
+    )
+    with pytest.raises(RunError, match="alias 'champion'"):
+        champion_comparison(_Registry(OSError("disk I/O error")), "m", 2, spec, pd.DataFrame(), None, {"roc_auc": 0.9})  # type: ignore[arg-type]
+
+
+def test_model_names_in_tool_arguments_follow_the_spec_rule() -> None:
+    """A model argument with a path separator or '..' is refused with the rule, as a spec's model name is."""
+    from mlops_supervisor.tools._spec import ModelSpec
+
+    for bad in ("../etc", "a/b", "..", ".hidden", ""):
+        with pytest.raises(ValueError, match=r"model name .* must be 1-64 letters, digits"):
+            ModelVersionArgs(model=bad, version=1)
+        with pytest.raises(ValueError, match=r"model name .* must be 1-64 letters, digits"):
+            ModelSpec(name=bad)
+    assert ModelArgs(model="adult-income.v2_x").model == "adult-income.v2_x"

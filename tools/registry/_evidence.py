@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mlops_supervisor.policies import AuditLog, InvalidInputError, verify_audit_log
+from mlops_supervisor.policies import AuditLog, InvalidInputError, RunError, verify_audit_log
 from mlops_supervisor.policies.gates import ApprovalRecord, EvaluationEvidence, TrainingEvidence, VersionEvidence
 
 __all__ = [
@@ -40,7 +40,9 @@ def training_evidence(client: Any, run_id: str) -> TrainingEvidence:
     """What the run ``run_id`` holds; ``InvalidInputError`` when there is no such run."""
     try:
         run = client.get_run(run_id)
-    except Exception:  # noqa: BLE001 - MLflow raises its own exception types for a missing run
+    except Exception as exc:  # re-raised below unless the store said "no such run"
+        if not _store_answered_no(exc):
+            raise _unreadable(f"MLflow run {run_id!r}", exc) from exc
         raise InvalidInputError("unknown_run", f"there is no MLflow run {run_id!r} in this store") from None
     tags = run.data.tags
     artifacts = {a.path for a in client.list_artifacts(run_id)}
@@ -61,7 +63,9 @@ def model_version(client: Any, model: str, version: int) -> Any:
     """``model`` ``version`` as MLflow holds it; ``InvalidInputError`` (``unknown_model_version``) when there is none."""
     try:
         return client.get_model_version(model, str(version))
-    except Exception:  # noqa: BLE001 - MLflow raises its own exception types for a missing version
+    except Exception as exc:  # re-raised below unless the store said "no such version"
+        if not _store_answered_no(exc):
+            raise _unreadable(f"registered model {model!r} version {version}", exc) from exc
         raise InvalidInputError(
             "unknown_model_version", f"there is no registered model {model!r} version {version}"
         ) from None
@@ -107,11 +111,36 @@ def _evaluation(client: Any, model: str, version: int, tags: dict[str, str]) -> 
 
 
 def aliased_version(client: Any, model: str, alias: str = "champion") -> Any | None:
-    """The model version ``alias`` points at, or ``None`` when the alias is not set (the champion by default)."""
+    """The model version ``alias`` points at (the champion by default), or ``None`` when the alias is not set.
+
+    Fails closed: only the registry's own "not found" answer means "not set". Any other error
+    (a store that cannot be reached, a locked database) raises ``RunError``, because treating it
+    as "no champion yet" would let a challenger pass unexamined.
+    """
     try:
         return client.get_model_version_by_alias(model, alias)
-    except Exception:  # noqa: BLE001 - no such alias yet
-        return None
+    except Exception as exc:  # re-raised below unless the store said "not set"
+        if _store_answered_no(exc):
+            return None
+        raise _unreadable(f"alias {alias!r} of registered model {model!r}", exc) from exc
+
+
+def _store_answered_no(exc: Exception) -> bool:
+    """Whether MLflow answered that the thing does not exist, as opposed to failing to answer.
+
+    ``RESOURCE_DOES_NOT_EXIST`` is its "not found"; the SQL store answers a missing alias of an
+    existing model, and an id of the wrong shape, with ``INVALID_PARAMETER_VALUE``.
+    """
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(exc, MlflowException) and exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
+
+
+def _unreadable(what: str, exc: Exception) -> RunError:
+    """The error that stops a gate or a tool whose evidence the store could not give: it never reads as "none"."""
+    return RunError(
+        f"could not read {what} from the MLflow store ({type(exc).__name__}: {exc}); stopped, nothing assumed"
+    )
 
 
 def version_evidence(client: Any, model: str, version: int) -> VersionEvidence:
