@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,7 +46,7 @@ from mlops_supervisor.policies import (
 from mlops_supervisor.policies.engine import approval_binding
 from mlops_supervisor.tools import GateResult, ToolRegistry
 
-__all__ = ["Route", "Runtime", "build_graph"]
+__all__ = ["Route", "Runtime", "build_graph", "fence_untrusted"]
 
 _Out_co = TypeVar("_Out_co", covariant=True)
 
@@ -282,6 +283,11 @@ def _run_gate(runtime: Runtime, call: Mapping[str, Any]) -> GateResult | None:
         return governed.gate(call["args"])
     except InvalidInputError as exc:
         return GateResult(Decision.deny(call["name"], ReasonCode.INVALID_ARGUMENTS, str(exc)))
+    except Exception as exc:  # noqa: BLE001 - fail closed: evidence that cannot be read is no evidence
+        message = (
+            f"the gate of {call['name']} could not read its evidence ({type(exc).__name__}: {exc}); nothing was done"
+        )
+        return GateResult(Decision.deny(call["name"], ReasonCode.EVIDENCE_UNAVAILABLE, message))
 
 
 def _gated_decision(decision: Decision, gated: GateResult, thread_id: str, call: ProposedCall) -> Decision:
@@ -439,6 +445,19 @@ def _approval_node(runtime: Runtime) -> _Node[Command[Any]]:
     return approval
 
 
+_MARKER = re.compile(r"<(\s*/?\s*untrusted-data)", re.IGNORECASE)
+
+
+def fence_untrusted(tool: str, text: str) -> str:
+    """``text`` inside an ``<untrusted-data>`` fence it cannot leave.
+
+    A marker inside the text (a closing one that would end the fence early, or an opening one)
+    has its ``<`` escaped, so the fence the model sees ends only where this function ends it.
+    """
+    inner = _MARKER.sub(r"&lt;\1", text)
+    return f'<untrusted-data tool="{tool}">\n{inner}\n</untrusted-data>'
+
+
 def _tools_node(runtime: Runtime) -> _Node[Command[Any]]:
     def tools(state: SupervisorState) -> Command[Any]:
         history = list(state.get("agent_messages", []))
@@ -479,7 +498,7 @@ def _tools_node(runtime: Runtime) -> _Node[Command[Any]]:
                 output_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
                 output_chars=len(text),
             )
-            content = f'<untrusted-data tool="{call["name"]}">\n{text}\n</untrusted-data>' if outcome == "ok" else text
+            content = fence_untrusted(call["name"], text) if outcome == "ok" else text
             history.append(
                 ToolMessage(
                     content=content,
