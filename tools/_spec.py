@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mlops_supervisor.policies import InvalidInputError
 from mlops_supervisor.policies.errors import describe_validation_error
 from mlops_supervisor.policies.estimators import ALLOWED_ESTIMATORS, Task
+from mlops_supervisor.tools.core._schemas import checked_name
 
 __all__ = [
     "CLASSIFICATION_METRICS",
@@ -34,7 +34,6 @@ Scalar = str | int | float | bool | None
 
 CLASSIFICATION_METRICS = ("roc_auc", "accuracy", "balanced_accuracy", "f1", "precision", "recall", "log_loss")
 REGRESSION_METRICS = ("rmse", "mae", "r2")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _FORMATS = (".csv", ".parquet", ".pq")
 
 
@@ -107,9 +106,7 @@ class Candidate(_Strict):
     @field_validator("name")
     @classmethod
     def _slug(cls, name: str) -> str:
-        if not _NAME.match(name):
-            raise ValueError(f"candidate name {name!r} must be 1-64 letters, digits, '_', '.' or '-'")
-        return name
+        return checked_name("candidate", name)
 
     @field_validator("estimator")
     @classmethod
@@ -191,9 +188,7 @@ class ModelSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _slug(cls, name: str) -> str:
-        if not _NAME.match(name):
-            raise ValueError(f"model name {name!r} must be 1-64 letters, digits, '_', '.' or '-'")
-        return name
+        return checked_name("model", name)
 
 
 class CanaryAnalysisSpec(_Strict):
@@ -235,9 +230,7 @@ class PipelineSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _slug(cls, name: str) -> str:
-        if not _NAME.match(name):
-            raise ValueError(f"pipeline name {name!r} must be 1-64 letters, digits, '_', '.' or '-'")
-        return name
+        return checked_name("pipeline", name)
 
     @property
     def experiment_name(self) -> str:

@@ -369,3 +369,28 @@ def test_ctrl_c_while_the_record_is_written_still_ends_the_process(
     (pid,) = started
     assert not alive(pid)
     assert records(home) == []
+
+
+def test_the_model_server_refuses_a_body_over_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body declared or sent over MAX_BODY is refused before it is read whole; one within it is read."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    from mlops_supervisor.tools.serving import _model_server
+
+    monkeypatch.setattr(_model_server, "MAX_BODY", 16)
+
+    def request(chunks: list[bytes], declared: int | None) -> Request:
+        messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+        headers = [(b"content-length", str(declared).encode())] if declared is not None else []
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop(0)
+
+        return Request({"type": "http", "method": "POST", "headers": headers}, receive)
+
+    read = _model_server._body_within_limit
+    assert asyncio.run(read(request([b"0123456789", b"01234"], 15))) == b"012345678901234"
+    assert asyncio.run(read(request([b"x"], 17))) is None  # declared too large: nothing is read
+    assert asyncio.run(read(request([b"0123456789", b"0123456789"], None))) is None  # sent too large

@@ -219,3 +219,26 @@ def test_experimentation_tools_are_bound_to_their_context(tmp_path: Path) -> Non
         tools["list_runs"].tool.invoke({"experiment": "nope"})
     assert caught.value.reason_code == "unknown_experiment"
     assert (tmp_path / "ws" / "mlflow.db").exists()
+
+
+def test_code_version_does_not_run_the_checkouts_own_programs(tmp_path: Path) -> None:
+    """A spec directory whose git config names an fsmonitor program: the commit is read, the program never runs."""
+    import subprocess
+
+    from mlops_supervisor.tools.training import code_version
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    marker = tmp_path / "ran"
+    hook = tmp_path / "monitor.sh"
+    hook.write_text(f"#!/bin/sh\ntouch {marker}\n", "utf-8")
+    hook.chmod(0o755)
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (repo / "spec.yaml").write_text("name: x\n", "utf-8")
+    subprocess.run([*git, "add", "spec.yaml"], check=True)
+    subprocess.run([*git, "commit", "-qm", "spec"], check=True)
+    subprocess.run([*git, "config", "core.fsmonitor", str(hook)], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    assert code_version(repo) == {"git_commit": head, "git_dirty": "false"}
+    assert not marker.exists()

@@ -3,17 +3,38 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
-__all__ = ["ModelArgs", "ModelVersionArgs", "SpecArgs", "to_json"]
+__all__ = ["ModelArgs", "ModelVersionArgs", "SpecArgs", "checked_name", "to_json"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def checked_name(kind: str, name: str) -> str:
+    """``name`` when it is a safe name (1-64 letters, digits, '_', '.' or '-'; no path separator, not '..').
+
+    Model, pipeline and candidate names become file and directory names in the workspace and
+    MLflow: one rule for all of them, whether they come from a spec or a tool argument.
+    """
+    if not _NAME.match(name):
+        raise ValueError(
+            f"{kind} name {name!r} must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+        )
+    return name
 
 
 class ModelArgs(BaseModel):
     """A tool that acts on one registered model."""
 
     model: str = Field(description="registered model name")
+
+    @field_validator("model")
+    @classmethod
+    def _safe_name(cls, model: str) -> str:
+        return checked_name("model", model)
 
 
 class ModelVersionArgs(ModelArgs):

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-__all__ = ["ServingBackend"]
+__all__ = ["MAX_BODY", "ServingBackend"]
+
+MAX_BODY = 64 * 1024 * 1024
+"""The largest request body an endpoint accepts (router and model server alike); larger ones get 413."""
 
 
 class ServingBackend(Protocol):

@@ -25,6 +25,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from mlops_supervisor.tools.serving._backend import MAX_BODY
+
 __all__ = ["build_model_app", "validate_records"]
 
 _NUMERIC = {"double", "float", "long", "integer"}
@@ -195,6 +197,21 @@ def _numeric_in_signature_order(model: Any, columns: Mapping[str, str]) -> bool:
     return same
 
 
+async def _body_within_limit(request: Request) -> bytes | None:
+    """The request body, or ``None`` as soon as it is known to exceed ``MAX_BODY`` (declared or sent)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def build_model_app(model_uri: str, *, tracking_uri: str, version: str, fail_rate: float = 0.0) -> Starlette:
     """The server of one model version. ``fail_rate`` > 0 makes it answer 500 that often (fault drills)."""
     import mlflow.sklearn
@@ -210,8 +227,11 @@ def build_model_app(model_uri: str, *, tracking_uri: str, version: str, fail_rat
     chaos = random.Random(0)
 
     async def invocations(request: Request) -> Response:
+        body = await _body_within_limit(request)
+        if body is None:
+            return JSONResponse({"error": f"the body is over the limit of {MAX_BODY:,} bytes"}, status_code=413)
         try:
-            payload = json.loads(await request.body())
+            payload = json.loads(body)
         except ValueError as exc:
             return JSONResponse({"error": f"the body is not JSON: {exc}"}, status_code=400)
         records = validate_records(payload, columns)

@@ -39,10 +39,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from mlops_supervisor.policies import Redactor
+from mlops_supervisor.tools.serving._backend import MAX_BODY
 
 __all__ = ["Router", "serve_router", "start_router"]
 
-MAX_BODY = 64 * 1024 * 1024
 UPSTREAM_TIMEOUT = 10.0
 SAMPLES_LIMIT = 50 * 1024 * 1024
 _JSON = b"application/json"

@@ -52,14 +52,19 @@ _TRUSTED_ROOTS = ("numpy", "scipy", "sklearn")
 # --- provenance ---------------------------------------------------------------------------
 
 
+# A spec's directory may be someone else's checkout: its own git config must not run commands
+# here (core.fsmonitor names a program that `git status` runs; hooks likewise).
+_GIT = ("git", "-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null")
+
+
 def code_version(directory: Path) -> dict[str, str]:
     """The git commit of ``directory`` (and whether the tree has changes), when it is a git checkout."""
     try:
         commit = subprocess.run(
-            ["git", "-C", str(directory), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+            [*_GIT, "-C", str(directory), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(directory), "status", "--porcelain", "--untracked-files=no"],
+            [*_GIT, "-C", str(directory), "status", "--porcelain", "--untracked-files=no"],
             capture_output=True,
             text=True,
             timeout=10,
