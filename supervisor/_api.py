@@ -275,9 +275,11 @@ class Supervisor:
         return thread_id, dict(state)
 
     def _commands(self, request: str) -> list[dict[str, Any]]:
+        """The offline planner's commands, parsed from the redacted request: they are kept in the checkpoint."""
         if not self._provider(self.model_spec).offline:
             return []
-        return [{"agent": c.agent, "tool": c.tool, "text": c.text, "args": c.args} for c in parse_request(request)]
+        text = self.redactor.redact_text(request)
+        return [{"agent": c.agent, "tool": c.tool, "text": c.text, "args": c.args} for c in parse_request(text)]
 
     def ask(self, request: str, *, thread_id: str | None = None) -> RunResult:
         """Run one request to its end, or until it pauses for an approval."""

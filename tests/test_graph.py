@@ -283,3 +283,14 @@ def test_a_tool_output_cannot_close_its_untrusted_data_fence(workspace: Path) ->
     (message,) = [m for m in state["agent_messages"] if isinstance(m, ToolMessage)]
     assert str(message.content).count("</untrusted-data>") == 1
     assert str(message.content).endswith("</untrusted-data>")
+
+
+def test_a_secret_in_an_offline_request_is_in_no_workspace_file(workspace: Path) -> None:
+    """The offline planner parses the redacted request: a secret in a tool argument reaches no file of the workspace."""
+    with Supervisor(workspace) as sup:
+        result = sup.ask(f'call scan_prompt_injection {{"text": "deploy with {CANARY_SECRET}"}}')
+    assert [d.action for d in result.decisions] == ["scan_prompt_injection"]
+    files = [p for p in workspace.rglob("*") if p.is_file()]
+    assert any(p.name == "checkpoints.sqlite" for p in files)
+    leaked = [str(p.relative_to(workspace)) for p in files if CANARY_SECRET.encode() in p.read_bytes()]
+    assert leaked == []
