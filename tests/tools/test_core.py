@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -201,3 +202,64 @@ def test_model_names_in_tool_arguments_follow_the_spec_rule() -> None:
         with pytest.raises(ValueError, match=r"model name .* must be 1-64 letters, digits"):
             ModelSpec(name=bad)
     assert ModelArgs(model="adult-income.v2_x").model == "adult-income.v2_x"
+
+
+def _logged(tmp_path: Path, model: Any, **options: Any) -> str:
+    """Log ``model`` in a store under ``tmp_path``; its model URI."""
+    import mlflow
+    import mlflow.sklearn
+
+    from mlops_supervisor.tools.core import ensure_experiment
+
+    uri = default_tracking_uri(tmp_path)
+    with using_store(uri) as client:
+        experiment = ensure_experiment(client, "models", workspace=tmp_path, tracking_uri=uri)
+        with mlflow.start_run(experiment_id=experiment):
+            return str(mlflow.sklearn.log_model(model, name="model", **options).model_uri)
+
+
+def _fitted(step: Any = None) -> Any:
+    """A fitted pipeline; ``step``, when given, replaces its first step afterwards (it need not run)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    x = np.array([[0.0, 1.0], [1.0, 0.0], [0.2, 0.9], [0.9, 0.1]])
+    pipeline = make_pipeline(FunctionTransformer(), LogisticRegression()).fit(x, [0, 1, 0, 1])
+    if step is not None:
+        pipeline.steps[0] = ("functiontransformer", step)
+    return pipeline
+
+
+def test_a_model_that_declares_a_foreign_type_trusted_is_not_loaded(tmp_path: Path) -> None:
+    """A skops model whose own MLmodel trusts os.getcwd loads in MLflow's loader, and is refused by ours."""
+    import os
+
+    import mlflow.sklearn
+    from sklearn.preprocessing import FunctionTransformer
+
+    from mlops_supervisor.policies import InvalidInputError
+    from mlops_supervisor.tools.core import load_sklearn_model
+
+    crafted = _fitted(FunctionTransformer(os.getcwd))
+    uri = _logged(tmp_path, crafted, serialization_format="skops", skops_trusted_types=["posix.getcwd"])
+    with using_store(default_tracking_uri(tmp_path)):
+        assert mlflow.sklearn.load_model(uri) is not None  # what a model's own list buys it with MLflow's loader
+        with pytest.raises(InvalidInputError, match=r"holds types outside numpy, scipy, sklearn: posix\.getcwd"):
+            load_sklearn_model(uri)
+
+
+def test_pickled_models_are_refused_and_plain_skops_models_load(tmp_path: Path) -> None:
+    """pickle and cloudpickle run code on load: refused; a skops model of sklearn types loads and predicts."""
+    from mlops_supervisor.policies import InvalidInputError
+    from mlops_supervisor.tools.core import load_sklearn_model
+
+    model = _fitted()
+    pickled = _logged(tmp_path, model, serialization_format="cloudpickle")
+    safe = _logged(tmp_path, model, serialization_format="skops", skops_trusted_types=[])
+    with using_store(default_tracking_uri(tmp_path)):
+        with pytest.raises(InvalidInputError, match="serialized as cloudpickle, which runs code when loaded"):
+            load_sklearn_model(pickled)
+        loaded = load_sklearn_model(safe)
+    x = np.array([[0.1, 0.8], [0.8, 0.3]])
+    assert loaded.predict(x).tolist() == model.predict(x).tolist()

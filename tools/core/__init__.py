@@ -1,7 +1,7 @@
 """The tool core every domain builds on.
 
 The governed tool and the registry of tools (``_tool``), the context a tool body gets
-(``_context``), the workspace's MLflow store (``_store``), the per-model lock (``_locks``),
+(``_context``), the workspace's MLflow store (``_store``), the per-model lock (``_locks``), safe model loading (``_models``),
 atomic writes of state files (``_files``) and the argument schemas domains share (``_schemas``).
 Nothing here knows a lifecycle stage.
 """
@@ -9,11 +9,13 @@ Nothing here knows a lifecycle stage.
 from mlops_supervisor.tools.core._context import ProgressFactory, ToolContext, no_progress
 from mlops_supervisor.tools.core._files import publish_dir, write_atomic, write_json_atomic
 from mlops_supervisor.tools.core._locks import model_lock
+from mlops_supervisor.tools.core._models import TRUSTED_ROOTS, foreign_types, load_sklearn_model
 from mlops_supervisor.tools.core._schemas import ModelArgs, ModelVersionArgs, SpecArgs, to_json
 from mlops_supervisor.tools.core._store import artifact_root, default_tracking_uri, ensure_experiment, using_store
 from mlops_supervisor.tools.core._tool import GateResult, GovernedTool, ToolRegistry
 
 __all__ = [
+    "TRUSTED_ROOTS",
     "GateResult",
     "GovernedTool",
     "ModelArgs",
@@ -25,6 +27,8 @@ __all__ = [
     "artifact_root",
     "default_tracking_uri",
     "ensure_experiment",
+    "foreign_types",
+    "load_sklearn_model",
     "model_lock",
     "no_progress",
     "publish_dir",

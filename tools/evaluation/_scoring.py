@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlops_supervisor.tools.core import load_sklearn_model
+
 __all__ = ["LOSSES", "LoadedModel", "Scored", "calibration", "compute_metrics", "load_model", "predict", "score_model"]
 
 LOSSES = frozenset({"log_loss", "brier_score", "rmse", "mae", "expected_calibration_error"})
@@ -49,10 +51,9 @@ class Scored:
 
 def load_model(model_uri: str) -> LoadedModel:
     """The scikit-learn model logged at ``model_uri`` and the features its signature names."""
-    import mlflow.sklearn
     from mlflow.models import get_model_info
 
-    model = mlflow.sklearn.load_model(model_uri)
+    model = load_sklearn_model(model_uri)
     features = [c.name for c in get_model_info(model_uri).signature.inputs]
     return LoadedModel(model=model, features=features)
 

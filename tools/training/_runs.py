@@ -22,7 +22,7 @@ import pandas as pd
 
 from mlops_supervisor.policies import Redactor
 from mlops_supervisor.tools._spec import LoadedSpec, PipelineSpec
-from mlops_supervisor.tools.core import ProgressFactory
+from mlops_supervisor.tools.core import ProgressFactory, foreign_types
 from mlops_supervisor.tools.training._search import (
     CandidateFit,
     SearchPlan,
@@ -45,8 +45,6 @@ __all__ = [
 ]
 
 _PACKAGES = ("scikit-learn", "pandas", "numpy", "scipy", "mlflow", "skops")
-# skops refuses to load types it does not know; ours are only these libraries' own.
-_TRUSTED_ROOTS = ("numpy", "scipy", "sklearn")
 
 
 # --- provenance ---------------------------------------------------------------------------
@@ -97,7 +95,7 @@ def trusted_types(model: Any) -> list[str]:
     import skops.io
 
     untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
-    foreign = [t for t in untrusted if t.split(".", 1)[0] not in _TRUSTED_ROOTS]
+    foreign = foreign_types(list(untrusted))
     if foreign:
         raise RuntimeError(f"the fitted model holds types outside numpy, scipy and sklearn: {foreign}")
     return list(untrusted)
