@@ -283,7 +283,9 @@ def test_a_zombie_child_of_ours_is_dead_and_reaped() -> None:
 
 def test_a_zombie_of_another_process_is_dead() -> None:
     """A zombie this process cannot reap (another process's child) counts as dead all the same."""
-    parent = subprocess.Popen(["sh", "-c", "true & echo $!; exec sleep 60"], stdout=subprocess.PIPE)
+    # the child outlives the shell's exec, so only `sleep` is its parent, and sleep never reaps it
+    # (with `true &` the shell could reap it itself before the exec, and there was no zombie)
+    parent = subprocess.Popen(["sh", "-c", "sleep 0.3 & echo $!; exec sleep 60"], stdout=subprocess.PIPE)
     try:
         assert parent.stdout is not None
         orphan = int(parent.stdout.readline())
@@ -394,3 +396,30 @@ def test_the_model_server_refuses_a_body_over_the_limit(monkeypatch: pytest.Monk
     assert asyncio.run(read(request([b"0123456789", b"01234"], 15))) == b"012345678901234"
     assert asyncio.run(read(request([b"x"], 17))) is None  # declared too large: nothing is read
     assert asyncio.run(read(request([b"0123456789", b"0123456789"], None))) is None  # sent too large
+
+
+def test_a_ctrl_c_swallowed_while_a_server_starts_still_stops_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C whose KeyboardInterrupt is swallowed (as in a finalizer) still ends the start and its process."""
+    from mlops_supervisor.tools.serving import _processes
+
+    real_get = _processes.httpx.get
+    swallowed: list[bool] = []
+
+    def get_with_a_swallowed_interrupt(*args: Any, **kwargs: Any) -> Any:
+        if not swallowed:
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except KeyboardInterrupt:  # what Python does to one raised inside a finalizer
+                swallowed.append(True)
+        return real_get(*args, **kwargs)
+
+    monkeypatch.setattr(_processes.httpx, "get", get_with_a_swallowed_interrupt)
+    home = tmp_path / "m"
+    args = ["router", "--routes", str(tmp_path / "routes.json"), "--samples", str(tmp_path / "samples.jsonl")]
+    with pytest.raises(KeyboardInterrupt):
+        spawn(home, args, "router.log", startup_timeout=60)
+    assert swallowed == [True]
+    assert records(home) == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -15,8 +15,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import TypedDict
 
 import httpx
@@ -113,12 +117,45 @@ def terminate(pid: int | None, started: str | None = None, grace: float = 5.0) -
         child.wait(timeout=grace)
 
 
+@contextmanager
+def _interrupts_noted() -> Iterator[Callable[[], bool]]:
+    """While a server starts, a Ctrl-C is remembered as well as raised: whether one came, as a callable.
+
+    Python swallows a KeyboardInterrupt raised inside a finalizer ("Exception ignored in ..."), such
+    as the callback of a thread pool that MLflow left for the garbage collector; the start would
+    then go on as if no Ctrl-C had come. Only the main thread's default handler is wrapped.
+    """
+    noted = threading.Event()
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield noted.is_set
+        return
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        noted.set()
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield noted.is_set
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def spawn(home: Path, args: list[str], log: str, *, port: int | None = None, startup_timeout: float) -> ProcessRecord:
     """Start one ``_main`` process logging to ``home/log`` and wait for its /health: its record.
 
     The process is recorded under ``procs/`` before the wait, so a command killed while a
     server starts still leaves it findable by ``stop``; an error or Ctrl-C here ends it.
     """
+    with _interrupts_noted() as interrupted:
+        return _spawn(home, args, log, port=port, startup_timeout=startup_timeout, interrupted=interrupted)
+
+
+def _spawn(
+    home: Path, args: list[str], log: str, *, port: int | None, startup_timeout: float, interrupted: Callable[[], bool]
+) -> ProcessRecord:
     port = port or free_port()
     (home / "procs").mkdir(parents=True, exist_ok=True)
     with (home / log).open("ab") as out:
@@ -136,17 +173,24 @@ def spawn(home: Path, args: list[str], log: str, *, port: int | None = None, sta
         # inside the try: a Ctrl-C that lands while the record is flushed (it is visible from the
         # rename on) must still end the process and drop the record
         write_json_atomic(home / "procs" / f"{proc.pid}.json", record)
-        _await_health(proc, port, home / log, startup_timeout)
+        _await_health(proc, port, home / log, startup_timeout, interrupted)
     except BaseException:
         end(home, record)
         raise
     return record
 
 
-def _await_health(proc: subprocess.Popen[bytes], port: int, log: Path, timeout: float) -> None:
-    """Return once ``proc`` answers /health on ``port``; raise ``RunError`` if it exits or ``timeout`` passes."""
+def _await_health(
+    proc: subprocess.Popen[bytes], port: int, log: Path, timeout: float, interrupted: Callable[[], bool]
+) -> None:
+    """Return once ``proc`` answers /health on ``port``; raise ``RunError`` if it exits or ``timeout`` passes.
+
+    A Ctrl-C noted while waiting raises KeyboardInterrupt here even if the first one was swallowed.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if interrupted():
+            raise KeyboardInterrupt
         if proc.poll() is not None:
             tail = log.read_text("utf-8", "replace")[-1500:]
             raise RunError(f"{log.parent.name} {log.stem} process exited with {proc.returncode} on start: {tail}")
