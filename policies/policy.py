@@ -83,10 +83,26 @@ class EvaluationRules(_Strict):
     """Floors every evaluation must meet; a spec may tighten them, never loosen them."""
 
     thresholds: dict[str, float] = Field(default_factory=lambda: {"roc_auc": 0.75, "accuracy": 0.7})
+    """Floors (ceilings for losses) of a classifier's metrics."""
+    regression_thresholds: dict[str, float] = Field(default_factory=lambda: {"r2": 0.3})
+    """Floors (ceilings for losses) of a regressor's metrics: rmse, mae and r2."""
     fairness: dict[str, float] = Field(
         default_factory=lambda: {"demographic_parity_difference": 0.25, "equalized_odds_difference": 0.25}
     )
     max_age_hours: float = Field(default=168, gt=0)
+
+    def floors(self, task: str) -> dict[str, float]:
+        """The thresholds in force for a model of ``task`` (classification or regression)."""
+        return dict(self.regression_thresholds if task == "regression" else self.thresholds)
+
+    @model_validator(mode="after")
+    def _regression_metrics_only(self) -> EvaluationRules:
+        unknown = set(self.regression_thresholds) - {"rmse", "mae", "r2"}
+        if unknown:
+            raise ValueError(
+                f"evaluation.regression_thresholds knows rmse, mae and r2; not {', '.join(sorted(unknown))}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _known_fairness_metrics(self) -> EvaluationRules:

@@ -448,3 +448,15 @@ def test_progress_bar_in_the_terminal_and_quiet_under_json(cli: CliRun, tmp_path
     assert quiet.returncode == 0
     assert "training 1 candidates" not in quiet.stderr + quiet.stdout
     assert json.loads(quiet.stdout)["status"] == "done"
+
+
+def test_the_regression_example_runs_to_register(cli: CliRun) -> None:
+    """The diabetes regression example passes the policy's regression floors and becomes challenger."""
+    done = cli("run", str(EXAMPLE_SPEC.with_name("diabetes-regression.yaml")), "--stop-after", "register", "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    outputs = {o["tool"]: o for o in report["outputs"]}
+    evaluation = outputs["evaluate_model"]["output"]
+    assert evaluation["passed"] is True and set(evaluation["metrics"]) == {"rmse", "mae", "r2"}
+    assert evaluation["metrics"]["r2"] >= 0.35  # the spec's floor, above the policy's 0.3
+    assert outputs["set_alias"]["output"]["alias"] == "challenger"

@@ -25,6 +25,10 @@ def test_default_policy_is_documented_and_safe() -> None:
         ("approverz: [bob]\n", "approverz: Extra inputs are not permitted"),
         ("limits: {max_steps: 0}\n", "limits.max_steps: Input should be greater than or equal to 1 (got 0)"),
         ("approval: {ttl_minutes: soon}\n", "approval.ttl_minutes"),
+        (
+            "evaluation: {regression_thresholds: {roc_auc: 0.8}}\n",
+            "regression_thresholds knows rmse, mae and r2; not roc_auc",
+        ),
     ],
 )
 def test_bad_policy_files_are_named(tmp_path: Path, text: str, expected: str) -> None:
@@ -41,3 +45,10 @@ def test_missing_policy_file(tmp_path: Path) -> None:
     """A missing file is named."""
     with pytest.raises(PolicyFileError, match="does not exist"):
         load_policy(tmp_path / "nope.yaml")
+
+
+def test_each_task_has_its_own_floors() -> None:
+    """Classifiers meet the classification floors and regressors the regression ones (r2 by default)."""
+    rules = load_policy(None).evaluation
+    assert rules.floors("classification") == {"roc_auc": 0.75, "accuracy": 0.7}
+    assert rules.floors("regression") == {"r2": 0.3}
