@@ -427,6 +427,9 @@ def main() -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+    # Everything the command writes (and the servers it starts) is the user's alone: checkpoints,
+    # logs, the MLflow store and artifacts, data sets. Files 0600, folders 0700.
+    os.umask(0o077)
     try:
         app()  # standalone: click prints its own usage errors and exits 2
     except UsageError as exc:

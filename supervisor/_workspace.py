@@ -25,8 +25,11 @@ class Workspace:
             raise WorkspaceError(f"workspace {root} exists and is not a directory; pass --workspace DIR")
         if create:
             try:
-                root.mkdir(parents=True, exist_ok=True)
-                (root / "logs").mkdir(exist_ok=True)
+                root.mkdir(mode=0o700, parents=True, exist_ok=True)
+                (root / "logs").mkdir(mode=0o700, exist_ok=True)
+                if root.stat().st_uid == os.getuid():
+                    # the workspace holds data sets, models and threads: no one else may enter it
+                    root.chmod(0o700)
             except OSError as exc:
                 raise WorkspaceError(
                     f"workspace {root} cannot be created ({exc.strerror}); pass a writable --workspace DIR"

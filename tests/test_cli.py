@@ -49,6 +49,15 @@ def test_ask_json_contract(cli: CliRun) -> None:
     ]
 
 
+def test_the_workspace_is_the_users_alone(cli: CliRun, workspace: Path) -> None:
+    """After a command, the workspace is 0700 and its files (audit, checkpoints, logs) 0600."""
+    assert cli("ask", "verify audit").returncode == 0
+    assert workspace.stat().st_mode & 0o777 == 0o700
+    files = {p.name: p.stat().st_mode & 0o777 for p in workspace.rglob("*") if p.is_file()}
+    assert {"audit.jsonl", "checkpoints.sqlite", "mlops-supervisor.jsonl"} <= set(files)
+    assert {name: mode for name, mode in files.items() if mode != 0o600} == {}
+
+
 def test_approval_across_processes(cli: CliRun, workspace: Path, policy_file: Path) -> None:
     """Paused in one process; self-approval and an unlisted approver are refused (exit 3) and recorded; a listed approver finishes it."""
     asked = cli("ask", "show policy", "--json", user="alice", policy=policy_file)
@@ -223,6 +232,12 @@ def test_demo_runs_the_data_and_training_stages_and_the_governance_checks(cli: C
     for place in ("mlflow.db", "mlartifacts", "datasets", "audit.jsonl", "serving/adult-income-classifier"):
         assert place in where
     assert list((workspace / "demo" / "reports" / "adult-income-classifier").glob("drift-*.png"))
+    shared = [  # nothing the demo wrote is open to the group or to others
+        f"{p.relative_to(workspace)} {oct(p.stat().st_mode & 0o777)}"
+        for p in (workspace / "demo", *(workspace / "demo").rglob("*"))
+        if not p.is_symlink() and p.stat().st_mode & 0o077
+    ]
+    assert shared == []
     assert f"--workspace {workspace / 'demo'} rollback adult-income-classifier" in payload["report"]["rollback"]
     # MLflow's registry prints these to stderr on each registration; the demo turns them off
     assert "already exists" not in done.stderr and "Created version" not in done.stderr, done.stderr[-2000:]
