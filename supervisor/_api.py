@@ -239,8 +239,9 @@ class Supervisor:
         return [str(r[0]) for r in rows]
 
     def _start(
-        self, request: str, thread_id: str | None, *, mode: str, commands: list[dict[str, Any]]
+        self, request: str, thread_id: str | None, *, mode: str, commands: list[dict[str, Any]] | None = None
     ) -> tuple[str, dict[str, Any]]:
+        """A new request's thread id and state, audited; ``commands`` default to the planner's reading of it."""
         if not request.strip():
             raise UsageError("the request is empty; say what to do, or 'help'")
         if thread_id is None:
@@ -253,6 +254,8 @@ class Supervisor:
                 f"thread {thread_id} is awaiting approval; answer it with approve or reject before asking again"
             )
         text = self.redactor.redact_text(request)
+        if commands is None:  # parsed before anything is recorded: a request it refuses leaves no line
+            commands = self._commands(text)
         transcript = [*(existing.values.get("transcript", []) if existing else []), HumanMessage(text)]
         state = initial_state(
             thread_id=thread_id,
@@ -274,23 +277,20 @@ class Supervisor:
         )
         return thread_id, dict(state)
 
-    def _commands(self, request: str) -> list[dict[str, Any]]:
+    def _commands(self, redacted: str) -> list[dict[str, Any]]:
         """The offline planner's commands, parsed from the redacted request: they are kept in the checkpoint."""
         if not self._provider(self.model_spec).offline:
             return []
-        text = self.redactor.redact_text(request)
-        return [{"agent": c.agent, "tool": c.tool, "text": c.text, "args": c.args} for c in parse_request(text)]
+        return [{"agent": c.agent, "tool": c.tool, "text": c.text, "args": c.args} for c in parse_request(redacted)]
 
     def ask(self, request: str, *, thread_id: str | None = None) -> RunResult:
         """Run one request to its end, or until it pauses for an approval."""
-        commands = self._commands(request)
-        thread_id, state = self._start(request, thread_id, mode="ask", commands=commands)
+        thread_id, state = self._start(request, thread_id, mode="ask")
         return self._invoke(self.model_spec, state, thread_id)
 
     def stream(self, request: str, *, thread_id: str | None = None) -> Iterator[dict[str, Any] | RunResult]:
         """Like ``ask``, yielding ``{"node": name, ...}`` progress events, then the ``RunResult``."""
-        commands = self._commands(request)
-        thread_id, state = self._start(request, thread_id, mode="ask", commands=commands)
+        thread_id, state = self._start(request, thread_id, mode="ask")
         for chunk in self._graph(self.model_spec).stream(state, self._config(thread_id), stream_mode="updates"):
             for node, update in chunk.items():
                 if node.startswith("__"):

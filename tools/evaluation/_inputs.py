@@ -7,18 +7,16 @@ logged, so a version is never scored on rows other than the ones held out for it
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
-import yaml
 
 from mlops_supervisor.policies import InvalidInputError
 from mlops_supervisor.tools._spec import PipelineSpec
 from mlops_supervisor.tools.data import dataset_digest
-from mlops_supervisor.tools.registry import model_version
+from mlops_supervisor.tools.registry import model_version, training_spec
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -64,10 +62,7 @@ def read_inputs(client: MlflowClient, workspace: Path, model: str, version: int)
     if not run_id:
         raise InvalidInputError("evidence_missing", f"{model} version {version} names no training run")
     run = client.get_run(run_id)
-    with tempfile.TemporaryDirectory() as tmp:
-        spec = PipelineSpec.model_validate(
-            yaml.safe_load(Path(client.download_artifacts(run_id, "spec.yaml", tmp)).read_text("utf-8"))
-        )
+    spec = training_spec(client, run_id)
     rt = run.data.tags
     split_dir = Path(workspace) / "datasets" / rt["mlops.data.digest"] / "splits" / rt["mlops.split.key"]
     test_path = split_dir / "test.parquet"

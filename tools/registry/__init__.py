@@ -12,6 +12,7 @@ from mlops_supervisor.tools.registry._evidence import (
     model_version,
     report_digest,
     training_evidence,
+    training_spec,
     version_evidence,
 )
 from mlops_supervisor.tools.registry._tools import promotion_tool, registry_tools
@@ -25,5 +26,6 @@ __all__ = [
     "registry_tools",
     "report_digest",
     "training_evidence",
+    "training_spec",
     "version_evidence",
 ]

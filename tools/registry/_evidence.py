@@ -14,8 +14,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from mlops_supervisor.policies import AuditLog, InvalidInputError, RunError, verify_audit_log
 from mlops_supervisor.policies.gates import ApprovalRecord, EvaluationEvidence, TrainingEvidence, VersionEvidence
+from mlops_supervisor.tools._spec import PipelineSpec
 
 __all__ = [
     "CHAMPION_ACTION",
@@ -24,6 +27,7 @@ __all__ = [
     "model_version",
     "report_digest",
     "training_evidence",
+    "training_spec",
     "version_evidence",
 ]
 
@@ -57,6 +61,13 @@ def training_evidence(client: Any, run_id: str) -> TrainingEvidence:
         environment="environment.json" in artifacts,
         model_id=outputs[0].model_id if outputs else None,
     )
+
+
+def training_spec(client: Any, run_id: str) -> PipelineSpec:
+    """The pipeline spec a training run logged (``spec.yaml``): what its evaluation and deployment follow."""
+    with tempfile.TemporaryDirectory() as tmp:
+        text = Path(client.download_artifacts(run_id, "spec.yaml", tmp)).read_text("utf-8")
+    return PipelineSpec.model_validate(yaml.safe_load(text))
 
 
 def model_version(client: Any, model: str, version: int) -> Any:

@@ -7,19 +7,15 @@ canary at the first of the spec's ``deployment.canary_steps``; ``staging`` takes
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from mlops_supervisor.policies import GateRefusedError, InvalidInputError
 from mlops_supervisor.policies.gates import evaluate_challenger_gate
-from mlops_supervisor.tools._spec import DeploymentSpec, PipelineSpec
+from mlops_supervisor.tools._spec import DeploymentSpec
 from mlops_supervisor.tools.core import GateResult, ToolContext, model_lock, using_store
-from mlops_supervisor.tools.registry import version_evidence
+from mlops_supervisor.tools.registry import model_version, training_spec, version_evidence
 from mlops_supervisor.tools.serving._backend import ServingBackend
 from mlops_supervisor.tools.serving._canary import CanaryRecord, write_canary
 from mlops_supervisor.tools.serving._metrics import read_router
@@ -50,12 +46,12 @@ def deploy(ctx: ToolContext, backend: ServingBackend, model: str, version: int, 
         if not gated.decision.allowed:
             raise GateRefusedError(gated.decision)
         with using_store(ctx.store_uri) as client:
-            source = client.get_model_version(model, str(version)).source
-            plan = _deployment_spec(client, model, version)
+            found = model_version(client, model, version)
+            plan = _deployment_spec(client, found)
         status = backend.status(model)
         stable = [v for v, s in status["versions"].items() if s["alive"] and s["weight"] > 0 and v != version]
         steps = _traffic_steps(stable, target, plan)
-        result = backend.deploy(model, version, source, weight=steps[0])
+        result = backend.deploy(model, version, found.source, weight=steps[0])
         _mark_deployed(ctx.store_uri, model, version)
         canary = CanaryRecord(
             version=version,
@@ -79,14 +75,10 @@ def deploy(ctx: ToolContext, backend: ServingBackend, model: str, version: int, 
     }
 
 
-def _deployment_spec(client: Any, model: str, version: int) -> DeploymentSpec:
-    """The ``deployment`` section of the spec ``version`` was trained from; the defaults without one."""
-    run_id = client.get_model_version(model, str(version)).tags.get("mlops.training.run_id")
-    if not run_id:
-        return DeploymentSpec()
-    with tempfile.TemporaryDirectory() as tmp:
-        text = Path(client.download_artifacts(run_id, "spec.yaml", tmp)).read_text("utf-8")
-    return PipelineSpec.model_validate(yaml.safe_load(text)).deployment
+def _deployment_spec(client: Any, found: Any) -> DeploymentSpec:
+    """The ``deployment`` section of the spec the model version ``found`` was trained from; the defaults without one."""
+    run_id = found.tags.get("mlops.training.run_id")
+    return training_spec(client, run_id).deployment if run_id else DeploymentSpec()
 
 
 def _traffic_steps(stable: list[int], target: str, plan: DeploymentSpec) -> list[int]:
