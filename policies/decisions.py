@@ -38,6 +38,11 @@ class ReasonCode(enum.StrEnum):
     ALIAS_NOT_GOVERNED = "alias_not_governed"
     CONCURRENT_CHANGE = "concurrent_change"
     EVIDENCE_UNAVAILABLE = "evidence_unavailable"
+    REQUEST_NOT_SIGNED = "request_not_signed"
+    SIGNATURE_INVALID = "signature_invalid"
+    EVALUATION_FLOORS_WEAKER = "evaluation_floors_weaker"
+    CANARY_BELOW_POLICY = "canary_below_policy"
+    CANARY_WINDOW_OPEN = "canary_window_open"
 
 
 class Decision(BaseModel):

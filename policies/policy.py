@@ -16,6 +16,7 @@ from mlops_supervisor.policies.pii import DEFAULT_PII_ENTITIES
 
 __all__ = [
     "ApprovalSettings",
+    "CanaryRules",
     "EvaluationRules",
     "Limits",
     "MonitoringRules",
@@ -125,6 +126,22 @@ class MonitoringRules(_Strict):
     max_p99_latency_ms: float = Field(default=250, gt=0)
 
 
+class CanaryRules(_Strict):
+    """The least a canary must do before a version takes more production traffic; a spec may only ask for more.
+
+    ``canary_steps`` below 100 are the steps a canary climbs; at least ``min_steps`` of them, the first
+    at most ``max_first_step`` percent. Each step lasts at least ``min_bake_seconds`` and sees at least
+    ``min_requests`` canary requests before it is judged.
+    """
+
+    min_steps: int = Field(default=1, ge=1, le=20)
+    max_first_step: int = Field(default=25, ge=1, le=99)
+    min_requests: int = Field(default=100, ge=1)
+    min_bake_seconds: float = Field(default=30, ge=0)
+    max_error_rate_increase: float = Field(default=0.01, ge=0)
+    max_p95_latency_ratio: float = Field(default=1.5, ge=1)
+
+
 class Policy(_Strict):
     """A validated policy; ``digest`` fingerprints the exact text it came from."""
 
@@ -137,6 +154,7 @@ class Policy(_Strict):
     training: TrainingRules = TrainingRules()
     evaluation: EvaluationRules = EvaluationRules()
     monitoring: MonitoringRules = MonitoringRules()
+    canary: CanaryRules = CanaryRules()
     source: str = Field(default="built-in default", exclude=True)
     digest: str = Field(default="", exclude=True)
 
