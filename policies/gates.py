@@ -5,7 +5,8 @@ LLM claims); a ``Decision`` comes out. The policy node and the tools that mutate
 same functions, so a notebook calling a tool directly meets the same gate as the graph.
 
     register a version       a finished training run with data digest, code version, params, environment
-    alias challenger         a passing evaluation of this exact version, not older than allowed
+    alias challenger         a passing evaluation of this exact version, not older than allowed, that met
+                             every floor (threshold, fairness limit) in force now
     alias champion           the above (+ a passed canary once the model is deployed) + an approval
                              bound to model, version, action and evidence digest
 """
@@ -19,6 +20,8 @@ from datetime import UTC, datetime, timedelta
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlops_supervisor.policies.decisions import Decision, ReasonCode
+from mlops_supervisor.policies.floors import LOSSES, Looser, looser_ceilings, looser_thresholds
+from mlops_supervisor.policies.policy import EvaluationRules
 
 __all__ = [
     "ApprovalRecord",
@@ -65,6 +68,14 @@ class EvaluationEvidence(_Frozen):
     """False when the version's evidence tags differ from the logged report (edited after the fact)."""
     max_age_hours: float | None = None
     """The spec's own limit on the evaluation's age; it can only shorten the policy's."""
+    task: str | None = None
+    """classification or regression: which of the policy's floors apply. ``None``: not recorded."""
+    thresholds: dict[str, float] | None = None
+    """The metric thresholds the evaluation applied (policy tightened by spec). ``None``: not recorded."""
+    fairness_limits: dict[str, float] | None = None
+    """The fairness difference limits the evaluation applied. ``None``: not recorded."""
+    policy_digest: str | None = None
+    """sha256 of the text of the policy the evaluation ran under. ``None``: not recorded."""
 
 
 class VersionEvidence(_Frozen):
@@ -110,9 +121,9 @@ def evaluate_register_gate(training: TrainingEvidence) -> Decision:
 
 
 def evaluate_challenger_gate(
-    evidence: VersionEvidence, *, max_age_hours: float, now: datetime | None = None, action: str = "set_alias"
+    evidence: VersionEvidence, *, rules: EvaluationRules, now: datetime | None = None, action: str = "set_alias"
 ) -> Decision:
-    """A passing, consistent, recent evaluation of exactly this version."""
+    """A passing, consistent, recent evaluation of exactly this version, under floors at least as strict as ``rules``'."""
     name = f"{evidence.model} version {evidence.version}"
     evaluation = evidence.evaluation
     if evaluation is None:
@@ -143,6 +154,7 @@ def evaluate_challenger_gate(
             "Train a better candidate, or change the thresholds in the policy or spec.",
         )
     age = (now or datetime.now(UTC)) - evaluation.evaluated_at
+    max_age_hours = rules.max_age_hours
     if evaluation.max_age_hours is not None:
         max_age_hours = min(max_age_hours, evaluation.max_age_hours)
     if age > timedelta(hours=max_age_hours):
@@ -152,14 +164,49 @@ def evaluate_challenger_gate(
             f"the evaluation of {name} is {age.total_seconds() / 3600:.1f} h old, over the {max_age_hours:g} h "
             "allowed; evaluate it again.",
         )
+    weaker = _weaker_floors(evaluation, rules)
+    if weaker:
+        return Decision.deny(
+            action,
+            ReasonCode.EVALUATION_FLOORS_WEAKER,
+            f"the evaluation of {name} (run {evaluation.run_id}) {weaker}; it is not evidence under the policy in "
+            f"force. Evaluate it again: `evaluate {evidence.model} version {evidence.version}`.",
+        )
     return Decision.allow(action, f"{name} passed its evaluation (run {evaluation.run_id})")
 
 
+def _weaker_floors(evaluation: EvaluationEvidence, rules: EvaluationRules) -> str:
+    """How the floors ``evaluation`` passed fall short of ``rules``, as a clause; empty when they cover them all.
+
+    Fairness limits apply to classifiers only (a regression has no fairness metrics to judge).
+    """
+    task, thresholds, limits = evaluation.task, evaluation.thresholds, evaluation.fairness_limits
+    if task is None or thresholds is None or limits is None:
+        return "recorded no floors (thresholds, fairness limits and task), so what it passed cannot be compared"
+    fairness = rules.fairness if task == "classification" else {}
+    short = [_threshold_shortfall(looser) for looser in looser_thresholds(rules.floors(task), thresholds)]
+    short += [_fairness_shortfall(looser) for looser in looser_ceilings(fairness, limits)]
+    return f"passed weaker floors than the policy in force: {'; '.join(short)}" if short else ""
+
+
+def _threshold_shortfall(looser: Looser) -> str:
+    bound = "ceiling" if looser.metric in LOSSES else "floor"
+    if looser.value is None:
+        return f"{looser.metric} was not checked (the {bound} in force is {looser.in_force:g})"
+    return f"{looser.metric} {bound} {looser.value:g}, the one in force is {looser.in_force:g}"
+
+
+def _fairness_shortfall(looser: Looser) -> str:
+    if looser.value is None:
+        return f"{looser.metric} was not checked (the limit in force is {looser.in_force:g})"
+    return f"{looser.metric} limit {looser.value:g}, the one in force is {looser.in_force:g}"
+
+
 def evaluate_champion_gate(
-    evidence: VersionEvidence, *, max_age_hours: float, now: datetime | None = None, action: str = "promote_model"
+    evidence: VersionEvidence, *, rules: EvaluationRules, now: datetime | None = None, action: str = "promote_model"
 ) -> Decision:
     """The challenger gate, plus a passed canary once the model is deployed; the approval comes after."""
-    passed = evaluate_challenger_gate(evidence, max_age_hours=max_age_hours, now=now, action=action)
+    passed = evaluate_challenger_gate(evidence, rules=rules, now=now, action=action)
     if not passed.allowed:
         return passed
     if evidence.deployed and evidence.canary_passed is not True:
@@ -183,6 +230,10 @@ class ApprovalRecord(_Frozen):
     approver: str
     approved_at: datetime
     expires_at: datetime
+    requester_key: str = ""
+    """Fingerprint of the key that signed the request."""
+    approver_key: str = ""
+    """Fingerprint of the key that signed the approval."""
 
 
 def evaluate_approval_record(
@@ -210,8 +261,10 @@ def evaluate_approval_record(
             ReasonCode.APPROVAL_BINDING_MISMATCH,
             f"the approval is for {record.action} of {record.model} version {record.version}, not {action} of {name}.",
         )
-    if record.approver == record.requester:
-        return Decision.deny(action, ReasonCode.SELF_APPROVAL, f"{record.approver!r} approved their own request.")
+    if record.approver == record.requester or record.approver_key == record.requester_key:
+        return Decision.deny(
+            action, ReasonCode.SELF_APPROVAL, f"{record.approver!r} approved their own request (same name or key)."
+        )
     if record.approver not in approvers:
         return Decision.deny(
             action, ReasonCode.APPROVER_NOT_LISTED, f"{record.approver!r} is not an approver in the policy."
@@ -229,4 +282,6 @@ def evaluate_approval_record(
             f"the evidence of {name} changed after it was approved (an edited tag, a new evaluation, or the "
             "champion moved); the approval is void: ask again.",
         )
-    return Decision.allow(action, f"approved by {record.approver} over evidence {current_digest[:12]}")
+    return Decision.allow(
+        action, f"approved by {record.approver} (key {record.approver_key}) over evidence {current_digest[:12]}"
+    )

@@ -284,11 +284,13 @@ def _report(scored: Scored, fairness: dict[str, FeatureFairness], failures: list
     return build_report(
         model="m",
         version=1,
+        task="classification",
         training_run="train-run",
         data_digest="d" * 64,
         test_rows=len(scored.y),
         metrics={"roc_auc": 0.7, "accuracy": 0.8},
         thresholds={"roc_auc": 0.75},
+        fairness_limits={"demographic_parity_difference": 0.25},
         champion=None,
         fairness=fairness,
         scored=scored,
@@ -308,11 +310,13 @@ def test_report_keeps_its_keys_in_order_and_fails_with_any_failure() -> None:
     assert list(report) == [
         "model",
         "version",
+        "task",
         "training_run",
         "data_digest",
         "test_rows",
         "metrics",
         "thresholds",
+        "fairness_limits",
         "champion",
         "fairness",
         "calibration",
@@ -331,10 +335,11 @@ def test_report_keeps_its_keys_in_order_and_fails_with_any_failure() -> None:
 
 
 def test_markdown_states_the_verdict_metrics_thresholds_and_failures() -> None:
-    """The markdown page heads with FAILED, rows each metric with its threshold, and lists failures and plots."""
+    """The markdown page heads with FAILED, names the task and policy, rows each metric with its threshold, lists failures."""
     report = _report(_binary_scored(rows=8), {}, ["roc_auc 0.7000 below 0.75"], datetime(2025, 1, 1, tzinfo=UTC))
     text = render_markdown(report, ["confusion_matrix.png"])
     assert text.startswith("# Evaluation of m version 1\n\n**FAILED** on 8 held-out rows (data sha256 dddddddddddd,")
+    assert "\n\nJudged as a classification against the floors of policy sha256 pppppppppppp.\n\n" in text
     assert "| accuracy | 0.8000 |  |\n| roc_auc | 0.7000 | 0.75 |" in text
     assert text.endswith("## Failures\n\n- roc_auc 0.7000 below 0.75\n\n## Plots\n\n- plots/confusion_matrix.png\n")
 
@@ -381,10 +386,20 @@ def test_recording_logs_the_evaluation_run_and_tags_the_version_as_the_gates_rea
         "mlops.eval.at": at.isoformat(),
         "mlops.eval.failures": "[]",
         "mlops.eval.max_age_hours": "24.0",
+        "mlops.eval.task": "classification",
+        "mlops.eval.thresholds": '{"roc_auc": 0.75}',
+        "mlops.eval.fairness_limits": '{"demographic_parity_difference": 0.25}',
+        "mlops.eval.policy_sha256": "p" * 64,
         "mlops.eval.metric.roc_auc": "0.7",
         "mlops.eval.metric.accuracy": "0.8",
     }
     assert evidence is not None and evidence.consistent and evidence.passed
+    assert (evidence.task, evidence.thresholds, evidence.fairness_limits, evidence.policy_digest) == (
+        "classification",
+        {"roc_auc": 0.75},
+        {"demographic_parity_difference": 0.25},
+        "p" * 64,
+    )
 
 
 @pytest.mark.parametrize("two_classes", [True, False])

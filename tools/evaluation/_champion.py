@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, TypedDict
 
 import pandas as pd
 
+from mlops_supervisor.policies.floors import LOSSES
 from mlops_supervisor.tools._spec import ChampionComparison, PipelineSpec
-from mlops_supervisor.tools.evaluation._scoring import LOSSES, compute_metrics, score_model
+from mlops_supervisor.tools.evaluation._scoring import compute_metrics, score_model
 from mlops_supervisor.tools.registry import aliased_version
 
 if TYPE_CHECKING:

@@ -4,6 +4,10 @@
 logs it with its metrics, a markdown rendering and plots in an evaluation run and writes the
 ``mlops.eval.*`` tags the gates read onto the model version; ``summary`` is what the tool
 answers afterwards. Only this module writes to MLflow.
+
+The report and the tags both carry the floors the evaluation applied (its task, thresholds,
+fairness limits and the digest of the policy it ran under): the gates compare them with the
+floors in force when they run, so an evaluation under weaker floors is not evidence.
 """
 
 from __future__ import annotations
@@ -38,11 +42,13 @@ def build_report(
     *,
     model: str,
     version: int,
+    task: str,
     training_run: str,
     data_digest: str | None,
     test_rows: int,
     metrics: dict[str, float],
     thresholds: dict[str, float],
+    fairness_limits: dict[str, float],
     champion: ChampionResult | None,
     fairness: Mapping[str, FeatureFairness],
     scored: Scored,
@@ -51,16 +57,22 @@ def build_report(
     evaluated_at: datetime,
     policy_digest: str,
 ) -> dict[str, Any]:
-    """The evaluation report: what was scored, on which rows, against what, and whether it passed."""
+    """The evaluation report: what was scored, on which rows, against what, and whether it passed.
+
+    ``thresholds`` and ``fairness_limits`` are the ones applied (the policy's tightened by the spec);
+    ``policy_digest`` names the policy they came from.
+    """
     positive = scored.positive_proba
     return {
         "model": model,
         "version": version,
+        "task": task,
         "training_run": training_run,
         "data_digest": data_digest,
         "test_rows": test_rows,
         "metrics": metrics,
         "thresholds": thresholds,
+        "fairness_limits": fairness_limits,
         "champion": champion,
         "fairness": {feature: result.as_report() for feature, result in fairness.items()},
         "calibration": calibration(scored.y, positive) if positive is not None else None,
@@ -116,6 +128,8 @@ def render_markdown(report: Mapping[str, Any], plots: list[str]) -> str:
         "",
         f"**{'PASSED' if report['passed'] else 'FAILED'}** on {report['test_rows']} held-out rows "
         f"(data sha256 {str(report['data_digest'])[:12]}, training run {report['training_run']}).",
+        "",
+        f"Judged as a {report['task']} against the floors of policy sha256 {str(report['policy_sha256'])[:12]}.",
         "",
         "| metric | value | threshold |",
         "|---|---|---|",
@@ -190,6 +204,10 @@ def _tag_version(client: MlflowClient, report: Mapping[str, Any], digest: str, r
         "mlops.eval.at": report["evaluated_at"],
         "mlops.eval.failures": json.dumps(report["failures"]),
         "mlops.eval.max_age_hours": str(report["max_age_hours"]),
+        "mlops.eval.task": report["task"],
+        "mlops.eval.thresholds": json.dumps(report["thresholds"], sort_keys=True),
+        "mlops.eval.fairness_limits": json.dumps(report["fairness_limits"], sort_keys=True),
+        "mlops.eval.policy_sha256": report["policy_sha256"],
         **{f"mlops.eval.metric.{k}": str(v) for k, v in report["metrics"].items()},
     }
     for key, value in version_tags.items():

@@ -15,10 +15,7 @@ import pandas as pd
 
 from mlops_supervisor.tools.core import load_sklearn_model
 
-__all__ = ["LOSSES", "LoadedModel", "Scored", "calibration", "compute_metrics", "load_model", "predict", "score_model"]
-
-LOSSES = frozenset({"log_loss", "brier_score", "rmse", "mae", "expected_calibration_error"})
-"""Metrics where lower is better: their thresholds are ceilings, and a challenger beats a champion by going lower."""
+__all__ = ["LoadedModel", "Scored", "calibration", "compute_metrics", "load_model", "predict", "score_model"]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from mlops_supervisor.tools.evaluation._scoring import LOSSES
+from mlops_supervisor.policies.floors import LOSSES
 
 __all__ = ["combined_thresholds", "stricter", "threshold_failures"]
 

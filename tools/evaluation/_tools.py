@@ -37,7 +37,8 @@ def evaluate(ctx: ToolContext, model: str, version: int, *, log: bool = True) ->
         metrics = compute_metrics(scored, inputs.classification)
         thresholds = combined_thresholds(rules.floors(spec.training.task), spec.evaluation.thresholds)
         failures = threshold_failures(metrics, thresholds)
-        limits = fairness_limits(rules.fairness, spec.evaluation.fairness)
+        # fairness metrics need classes: a regression applies no fairness limits, and records none
+        limits = fairness_limits(rules.fairness, spec.evaluation.fairness) if inputs.classification else {}
         fairness = (
             assess_fairness(scored.y, scored.pred, test, spec.data.sensitive_features, limits)
             if inputs.classification
@@ -50,11 +51,13 @@ def evaluate(ctx: ToolContext, model: str, version: int, *, log: bool = True) ->
         report = build_report(
             model=model,
             version=version,
+            task=spec.training.task,
             training_run=inputs.run.info.run_id,
             data_digest=inputs.tags.get("mlops.data.digest"),
             test_rows=len(test),
             metrics=metrics,
             thresholds=thresholds,
+            fairness_limits=limits,
             champion=champion,
             fairness=fairness,
             scored=scored,
