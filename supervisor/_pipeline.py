@@ -1,8 +1,9 @@
 """The pipeline playbook: which specialist runs which tool for each stage of a spec.
 
 ``preflight`` checks everything that can be checked without running anything (the spec,
-the data file, the estimators and the size of the search against the policy), so a bad
-spec is refused before a thread, a data set or an MLflow run exists.
+the data file, the estimators and the size of the search against the policy, the canary
+plan against the policy's canary minimums), so a bad spec is refused before a thread, a
+data set or an MLflow run exists.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ __all__ = ["playbook", "preflight", "resolve_refs"]
 
 def preflight(spec_path: str | Path, policy: Policy) -> LoadedSpec:
     """The validated spec; ``InvalidInputError`` for anything wrong that needs no data to see."""
+    from mlops_supervisor.tools.serving import check_deployment
     from mlops_supervisor.tools.training import plan_search
 
     loaded = load_spec(spec_path)
@@ -27,6 +29,12 @@ def preflight(spec_path: str | Path, policy: Policy) -> LoadedSpec:
     if not source.startswith("sklearn:") and not Path(source).is_file():
         raise InvalidInputError("data_not_found", f"data file {source} (data.source of {loaded.path}) does not exist")
     plan_search(loaded.spec, policy.training)
+    below = check_deployment(loaded.spec.deployment, policy.canary)
+    if below:
+        raise InvalidInputError(
+            "canary_below_policy",
+            f"pipeline spec {loaded.path} asks for less than the policy's canary minimums: " + "; ".join(below),
+        )
     return loaded
 
 

@@ -121,12 +121,13 @@ _RULES: tuple[_Rule, ...] = (
         lambda m: {"model": m["model"], "run_id": m["run"]},
     ),
     _rule(
-        "deploy MODEL version N [to staging|canary]",
-        "deploy a version (deployment)",
-        rf"deploy\s+{_NAME}\s+{_VERSION}(?:\s+to\s+(?P<target>staging|canary))?",
+        "deploy MODEL version N [to production|staging]",
+        "deploy a version: a canary in production (the first needs an approval), or its own staging endpoint "
+        "(deployment)",
+        rf"deploy\s+{_NAME}\s+{_VERSION}(?:\s+to\s+(?P<target>production|staging|canary))?",
         "deployment",
         "deploy_model",
-        lambda m: {"model": m["model"], "version": int(m["version"]), "target": (m["target"] or "canary").lower()},
+        lambda m: {"model": m["model"], "version": int(m["version"]), "target": (m["target"] or "production").lower()},
     ),
     _rule(
         "promote MODEL version N [to production]",

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mlops_supervisor.policies import InvalidInputError
 from mlops_supervisor.policies.errors import describe_validation_error
 from mlops_supervisor.policies.estimators import ALLOWED_ESTIMATORS, Task
+from mlops_supervisor.policies.policy import CanaryRules
 from mlops_supervisor.tools.core._schemas import checked_name
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "REGRESSION_METRICS",
     "Candidate",
     "PipelineSpec",
+    "check_deployment",
     "load_spec",
     "search_size",
     "spec_json_schema",
@@ -201,7 +203,12 @@ class CanaryAnalysisSpec(_Strict):
 
 
 class DeploymentSpec(_Strict):
-    """How a version reaches traffic."""
+    """How a version reaches traffic: the canary steps it climbs and how each step is judged.
+
+    A canary climbs the steps below 100; passing the last of them holds that share until
+    ``promote_model`` (the champion gate) takes it to 100. The policy's ``canary`` section sets
+    the least these may ask for (``check_deployment``).
+    """
 
     canary_steps: tuple[int, ...] = Field(default=(10, 50, 100), min_length=1)
     analysis: CanaryAnalysisSpec = CanaryAnalysisSpec()
@@ -212,6 +219,43 @@ class DeploymentSpec(_Strict):
         if any(not 0 < s <= 100 for s in steps) or list(steps) != sorted(set(steps)) or steps[-1] != 100:
             raise ValueError(f"canary_steps must rise strictly within 1..100 and end at 100; got {list(steps)}")
         return steps
+
+    @property
+    def canary_weights(self) -> list[int]:
+        """The traffic shares a canary climbs: the steps below 100."""
+        return [s for s in self.canary_steps if s < 100]
+
+
+def check_deployment(deployment: DeploymentSpec, rules: CanaryRules) -> list[str]:
+    """What in ``deployment`` asks for less than the policy's canary minimums ``rules``; empty when nothing.
+
+    Each problem names the field, its value and what the policy allows. A spec may only tighten
+    the policy: a looser value is refused, never quietly replaced by the policy's.
+    """
+    steps, analysis = deployment.canary_weights, deployment.analysis
+    problems = []
+    if len(steps) < rules.min_steps:
+        problems.append(
+            f"deployment.canary_steps {list(deployment.canary_steps)} has {len(steps)} step(s) below 100; "
+            f"the policy asks for at least {rules.min_steps} (canary.min_steps)"
+        )
+    if steps and steps[0] > rules.max_first_step:
+        problems.append(
+            f"deployment.canary_steps starts at {steps[0]} %; the policy allows a first step of at most "
+            f"{rules.max_first_step} % (canary.max_first_step)"
+        )
+    for field, value, bound, wanted in (
+        ("min_requests", analysis.min_requests, rules.min_requests, "at least"),
+        ("window_seconds", analysis.window_seconds, rules.min_bake_seconds, "at least"),
+        ("max_error_rate_increase", analysis.max_error_rate_increase, rules.max_error_rate_increase, "at most"),
+        ("max_p95_latency_ratio", analysis.max_p95_latency_ratio, rules.max_p95_latency_ratio, "at most"),
+    ):
+        if (value < bound) if wanted == "at least" else (value > bound):
+            key = "min_bake_seconds" if field == "window_seconds" else field
+            problems.append(
+                f"deployment.analysis.{field} is {value:g}; the policy asks for {wanted} {bound:g} (canary.{key})"
+            )
+    return problems
 
 
 class PipelineSpec(_Strict):

@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 
 from mlops_supervisor import Supervisor
+from mlops_supervisor.policies import AuditLog
 from mlops_supervisor.tools.core import using_store
 from mlops_supervisor.tools.serving._local import LocalBackend
 from mlops_supervisor.tools.serving._model_server import _Batcher, _numeric_in_signature_order, validate_records
@@ -217,14 +218,42 @@ def test_down_stops_every_process(served: dict[str, Any], tmp_path: Path) -> Non
     assert backend.models() == []
 
 
-def test_deploy_without_a_passing_evaluation_is_refused_and_starts_nothing(served: dict[str, Any]) -> None:
+@pytest.mark.parametrize("target", ["canary", "staging"])
+def test_deploy_without_a_passing_evaluation_is_refused_and_starts_nothing(served: dict[str, Any], target: str) -> None:
     """`deploy small-model version 3` (never evaluated): refused at the policy node, exit 3, no process started."""
     served["backend"].down()
     with Supervisor(served["ws"], user="alice") as sup:
-        result = sup.ask("deploy small-model version 3 to canary")
+        result = sup.ask(f"deploy small-model version 3 to {target}")
     assert (result.status, result.exit_code) == ("refused", 3)
     assert "evaluation_missing" in {d.reason_code for d in result.decisions}
-    assert served["backend"].status("small-model")["versions"] == {}
+    assert served["backend"].models() == []
+
+
+def test_no_credential_in_the_tracking_uri_reaches_a_server_command_line(
+    served: dict[str, Any], tmp_path: Path
+) -> None:
+    """A tracking URI with user:password@ reaches the model server by environment: no cmdline (``ps``) shows it."""
+    import mlflow.artifacts
+
+    with using_store(served["uri"]):
+        local = mlflow.artifacts.download_artifacts(served["sources"][1], dst_path=str(tmp_path / "model"))
+    secret = "s3cret-pw-6d1f"
+    backend = LocalBackend(tmp_path / "ws", tracking_uri=f"http://alice:{secret}@127.0.0.1:9/")
+    try:
+        status = backend.deploy("small-model", 1, local, weight=100)
+        server, router = status["versions"][1]["pid"], status["router"]["pid"]
+        command_lines = {pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in (server, router)}
+        assert b"serving._main\x00model\x00" in command_lines[server]  # the model server, as started
+        assert all(secret.encode() not in line for line in command_lines.values()), command_lines
+        assert secret.encode() in Path(f"/proc/{server}/environ").read_bytes()  # what it was given instead
+        answer = httpx.post(
+            f"{status['router']['url']}/invocations", json={"dataframe_records": served["records"][:2]}, timeout=10
+        )
+        assert answer.status_code == 200, answer.text
+        written = [p for p in (tmp_path / "ws").rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+        assert written == []
+    finally:
+        backend.down()
 
 
 def _traffic(url: str, records: list[dict[str, Any]], n: int) -> Counter[int]:
@@ -238,16 +267,18 @@ def _traffic(url: str, records: list[dict[str, Any]], n: int) -> Counter[int]:
 
 
 def test_a_canary_killed_mid_analysis_is_rolled_back_and_stable_keeps_serving(served: dict[str, Any]) -> None:
-    """Version 1 serves; version 2 canaries at 10 %; its server dies; the analysis fails and rolls back by itself."""
+    """Version 1 serves; version 2 canaries at 10 %; its server dies; the analysis fails and rolls back by itself.
+
+    The failure acts at once, though the step's window (30 s) is still open; the automatic
+    rollback is preceded by its allow decision in the audit log.
+    """
     served["backend"].down()
+    # version 1 serving all traffic, as a first deploy leaves it (its approval is test_traffic_gates' subject)
+    first = served["backend"].deploy("small-model", 1, served["sources"][1], weight=100)
+    url = first["router"]["url"]
+    assert _traffic(url, served["records"], 20) == Counter({200: 20})
     with Supervisor(served["ws"], user="alice") as sup:
         tools = sup.tools
-        first = json.loads(tools.get("deploy_model").tool.invoke({"model": "small-model", "version": 1}))
-        assert first["role"] == "first" and first["weight"] == 100
-        url = first["status"]["router"]["url"]
-        assert _traffic(url, served["records"], 120) == Counter({200: 120})
-        smoke = json.loads(tools.get("advance_canary").tool.invoke({"model": "small-model"}))
-        assert (smoke["verdict"], smoke.get("canary")) == ("pass", "passed")
         canary = json.loads(tools.get("deploy_model").tool.invoke({"model": "small-model", "version": 2}))
         assert (canary["role"], canary["weight"], canary["stable"]) == ("canary", 10, 1)
         _traffic(url, served["records"], 100)
@@ -263,6 +294,8 @@ def test_a_canary_killed_mid_analysis_is_rolled_back_and_stable_keeps_serving(se
     with using_store(served["uri"]) as client:
         tags = client.get_model_version("small-model", "2").tags
     assert tags["mlops.canary.passed"] == "false" and "canary analysis failed" in tags["mlops.rollback.reason"]
+    audited = [r for r in AuditLog(served["ws"] / "audit.jsonl").records() if r.get("origin") == "canary_analysis"]
+    assert [(r["event"], r["action"], r["decision"]) for r in audited][-1] == ("decision", "rollback_model", "allow")
 
 
 def test_cli_down_stops_what_a_deploy_started(served: dict[str, Any], cli: Any) -> None:
@@ -319,9 +352,9 @@ def test_a_killed_router_shows_in_status_and_up_restarts_it_on_its_url(served: d
 def test_a_cli_killed_while_starting_a_server_leaves_nothing_down_cannot_find(served: dict[str, Any], cli: Any) -> None:
     """SIGKILL the CLI between starting a model server and routing to it: `status` shows the stray, `down` ends it."""
     served["backend"].down()
-    procs = served["ws"] / "serving" / "small-model" / "procs"
+    procs = served["ws"] / "serving" / "small-model@staging" / "procs"
     command = [
-        CLI, "--workspace", str(served["ws"]), "--as", "alice", "ask", "deploy small-model version 1",
+        CLI, "--workspace", str(served["ws"]), "--as", "alice", "ask", "deploy small-model version 1 to staging",
     ]  # fmt: skip
     deploying = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
@@ -334,11 +367,12 @@ def test_a_cli_killed_while_starting_a_server_leaves_nothing_down_cannot_find(se
 
     seen = json.loads(cli("status", "--json", ws=served["ws"]).stdout)
     (endpoint,) = seen["endpoints"]
+    assert endpoint["model"] == "small-model@staging"
     assert [p["pid"] for p in endpoint["stray"]] == [record["pid"]] and endpoint["versions"] == {}
     assert "1 stray server process(es)" in seen["report"]["summary"]
 
-    done = cli("down", "--json", ws=served["ws"])
-    assert json.loads(done.stdout)["stopped"] == [{"model": "small-model", "stopped": 1, "already_dead": 0}]
+    done = cli("down", "small-model", "--json", ws=served["ws"])  # a model's name stops its staging endpoint too
+    assert json.loads(done.stdout)["stopped"] == [{"model": "small-model@staging", "stopped": 1, "already_dead": 0}]
     assert _wait_dead([record["pid"]])
     assert list(procs.glob("*.json")) == []
 
@@ -346,8 +380,8 @@ def test_a_cli_killed_while_starting_a_server_leaves_nothing_down_cannot_find(se
 def test_ctrl_c_while_starting_a_server_stops_it(served: dict[str, Any]) -> None:
     """SIGINT to the CLI while a model server starts: exit 130, the server is stopped and its record removed."""
     served["backend"].down()
-    procs = served["ws"] / "serving" / "small-model" / "procs"
-    command = [CLI, "--workspace", str(served["ws"]), "--as", "alice", "ask", "deploy small-model version 1"]
+    procs = served["ws"] / "serving" / "small-model@staging" / "procs"
+    command = [CLI, "--workspace", str(served["ws"]), "--as", "alice", "ask", "deploy small-model version 1 to staging"]
     deploying = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while not list(procs.glob("*.json")) and time.monotonic() < deadline:
@@ -387,11 +421,11 @@ def test_metrics_and_drift_report_raise_alerts_on_shifted_traffic(served: dict[s
     features = [c for c in test.columns if c not in ("class", "sex")]
     rows = json.loads(test[features].to_json(orient="records"))
     batches = [rows[i : i + 5] for i in range(0, len(rows), 5)]
+    deployed = served["backend"].deploy("small-model", 1, served["sources"][1], weight=100)
+    served["backend"].set_sample_rate("small-model", 1.0)
+    url = deployed["router"]["url"]
     with Supervisor(served["ws"], user="alice") as sup:
         tools = sup.tools
-        deployed = json.loads(tools.get("deploy_model").tool.invoke({"model": "small-model", "version": 1}))
-        served["backend"].set_sample_rate("small-model", 1.0)
-        url = deployed["status"]["router"]["url"]
         with httpx.Client(timeout=10) as client:
             for batch in batches:
                 client.post(f"{url}/invocations", json={"dataframe_records": batch})

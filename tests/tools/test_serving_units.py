@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from mlops_supervisor.policies import AuditLog, InvalidInputError, PatternRedactor, RunError, load_policy
-from mlops_supervisor.tools.core import ToolContext, write_json_atomic
+from mlops_supervisor.policies import AuditLog, InvalidInputError, PatternRedactor, Policy, RunError, load_policy
+from mlops_supervisor.tools.core import ToolContext, using_store, write_json_atomic
 from mlops_supervisor.tools.serving._advance import advance
 from mlops_supervisor.tools.serving._canary import (
     CanaryRecord,
+    analysis_in_force,
     canary_path,
     clear_canary,
     judge,
@@ -98,6 +104,8 @@ def _canary(
         },
         snapshot=snapshot or {},
         started_at="2025-01-01T00:00:00+00:00",
+        step_started_at="2025-01-01T00:00:00+00:00",
+        state="running",
         history=history or [],
     )
 
@@ -118,7 +126,7 @@ def test_rollback_goes_from_the_canary_to_its_stable_version() -> None:
 
 
 def test_rollback_of_a_deployment_without_a_stable_version_goes_to_the_champion() -> None:
-    """A first or staging deployment has no stable version: the champion is the known-good one, or none."""
+    """A first deployment has no stable version: the champion is the known-good one, or none."""
     first = {**_canary(), "stable": None}
     assert _bad_and_good(_Versions({}), "m", first, champion=1) == (2, 1)  # type: ignore[arg-type]
     assert _bad_and_good(_Versions({}), "m", first, champion=None) == (2, None)  # type: ignore[arg-type]
@@ -223,6 +231,203 @@ def test_an_inconclusive_step_holds_under_the_models_lock(ctx: ToolContext) -> N
     assert held is not None and held["step"] == 0
     assert [(h["step"], h["verdict"]) for h in held["history"]] == [(0, "inconclusive")]
     assert backend.locked_while_asked and all(backend.locked_while_asked)
+
+
+# --- the analysis window, the policy's minimums, and the automatic rollback under the policy ------
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+class _Metrics(BaseHTTPRequestHandler):
+    """A router's /metrics as a test sets it (``server.text``)."""
+
+    def do_GET(self) -> None:
+        body = self.server.text.encode()  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _exposition(counts: dict[str, tuple[int, int]]) -> str:
+    """Prometheus text with ``(requests, errors)`` per version, every request within 50 ms."""
+    lines = []
+    for version, (requests, errors) in counts.items():
+        lines.append(f'mlops_requests_total{{status="200",version="{version}"}} {requests - errors}')
+        lines.append(f'mlops_requests_total{{status="500",version="{version}"}} {errors}')
+        for le in ("0.05", "+Inf"):
+            lines.append(f'mlops_request_latency_seconds_bucket{{le="{le}",version="{version}"}} {requests}')
+    return "\n".join(lines) + "\n"
+
+
+class _Endpoint:
+    """A serving backend with a router that answers /metrics; it records the traffic changes asked of it."""
+
+    def __init__(self, url: str, versions: dict[int, dict[str, Any]]) -> None:
+        self.url = url
+        self.versions = versions
+        self.weights: list[dict[int, int]] = []
+        self.rolled_back_to: list[int] = []
+
+    def status(self, model: str) -> dict[str, Any]:
+        return {"model": model, "router": {"alive": True, "url": self.url}, "versions": self.versions}
+
+    def deploy(self, model: str, version: int, model_uri: str, *, weight: int) -> dict[str, Any]:
+        raise AssertionError("a canary step deploys nothing")
+
+    def set_weights(self, model: str, weights: dict[int, int]) -> dict[str, Any]:
+        self.weights.append(dict(weights))
+        for v, w in weights.items():
+            self.versions[v]["weight"] = w
+        return self.status(model)
+
+    def rollback(self, model: str, to_version: int) -> dict[str, Any]:
+        self.rolled_back_to.append(to_version)
+        self.versions = {to_version: {**self.versions[to_version], "weight": 100}}
+        return self.status(model)
+
+    def stop(self, model: str) -> dict[str, Any]:
+        raise AssertionError("a canary step stops nothing")
+
+
+@pytest.fixture
+def router() -> Iterator[ThreadingHTTPServer]:
+    """A /metrics endpoint on loopback whose text the test sets."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Metrics)
+    server.text = ""  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An MLflow store holding model ``m`` versions 1 and 2 (the tags a canary step writes need them)."""
+    root = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with using_store(uri) as client:
+        client.create_registered_model("m")
+        for _ in (1, 2):
+            client.create_model_version("m", source=str(root / "model"))
+    return uri
+
+
+def _at(ctx: ToolContext, seconds: float, policy: Policy | None = None) -> ToolContext:
+    """``ctx`` whose clock reads ``seconds`` after T0 (and under ``policy``, when given)."""
+    moment = T0 + timedelta(seconds=seconds)
+    return dataclasses.replace(ctx, clock=lambda: moment, policy=policy or ctx.policy)
+
+
+def _policy(tmp_path: Path, **sections: Any) -> Policy:
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(sections), "utf-8")
+    return load_policy(path)
+
+
+def _climbing() -> CanaryRecord:
+    """Version 2 at the first of steps 10 and 50 beside version 1; the step started at T0; no snapshot yet."""
+    return {**_canary(), "steps": [10, 50], "started_at": T0.isoformat(), "step_started_at": T0.isoformat()}
+
+
+def test_a_passing_step_waits_for_its_window_then_takes_the_next_step(
+    ctx: ToolContext, router: ThreadingHTTPServer
+) -> None:
+    """12 s into a 30 s window a good step holds, saying so; at 31 s it takes the next step and its window restarts."""
+    write_canary(ctx.workspace, "m", _climbing())
+    router.text = _exposition({"2": (200, 0), "1": (1800, 0)})  # type: ignore[attr-defined]
+    url = f"http://127.0.0.1:{router.server_address[1]}"
+    backend = _Endpoint(url, {1: {"alive": True, "weight": 90}, 2: {"alive": True, "weight": 10}})
+
+    early = advance(_at(ctx, 12), backend, "m")
+    assert (early["verdict"], early["weight"], early["reasons"][0]) == ("inconclusive", 10, "window open: 12 s of 30 s")
+    held = read_canary(ctx.workspace, "m")
+    assert held is not None and (held["step"], held["snapshot"]) == (0, {}) and backend.weights == []
+
+    stepped = advance(_at(ctx, 31), backend, "m")
+    assert (stepped["verdict"], stepped["weight"]) == ("pass", 50)
+    assert backend.weights == [{2: 50, 1: 50}]
+    moved = read_canary(ctx.workspace, "m")
+    assert moved is not None and moved["step"] == 1
+    assert moved["step_started_at"] == (T0 + timedelta(seconds=31)).isoformat()
+
+    router.text = _exposition({"2": (400, 0), "1": (2000, 0)})  # type: ignore[attr-defined]
+    again = advance(_at(ctx, 40), backend, "m")  # the next step's own window: 9 s of 30 s
+    assert (again["verdict"], again["reasons"][0]) == ("inconclusive", "window open: 9 s of 30 s")
+    assert backend.weights == [{2: 50, 1: 50}]
+
+
+def test_the_policy_bake_time_and_request_minimum_apply_over_a_looser_record(
+    ctx: ToolContext, router: ThreadingHTTPServer, tmp_path: Path
+) -> None:
+    """A policy tightened after the deploy (60 s, 300 requests) holds a step the recorded spec (30 s, 100) would pass."""
+    write_canary(ctx.workspace, "m", _climbing())
+    router.text = _exposition({"2": (200, 0), "1": (1800, 0)})  # type: ignore[attr-defined]
+    url = f"http://127.0.0.1:{router.server_address[1]}"
+    backend = _Endpoint(url, {1: {"alive": True, "weight": 90}, 2: {"alive": True, "weight": 10}})
+    stricter = _policy(tmp_path, canary={"min_bake_seconds": 60})
+    outcome = advance(_at(ctx, 31, stricter), backend, "m")
+    assert (outcome["verdict"], outcome["reasons"][0]) == ("inconclusive", "window open: 31 s of 60 s")
+    more = _policy(tmp_path, canary={"min_requests": 300})
+    outcome = advance(_at(ctx, 61, more), backend, "m")
+    assert outcome["verdict"] == "inconclusive" and "at least 300 needed" in outcome["reasons"][0]
+    assert backend.weights == []
+    assert analysis_in_force(_canary()["analysis"], stricter.canary)["window_seconds"] == 60
+
+
+def test_a_failing_step_rolls_back_at_once_and_audits_the_decision_first(
+    ctx: ToolContext, router: ThreadingHTTPServer, store: str
+) -> None:
+    """A dead canary 1 s into its window is rolled back now; an allow decision from canary_analysis precedes it."""
+    ctx = dataclasses.replace(ctx, tracking_uri=store)
+    write_canary(ctx.workspace, "m", _climbing())
+    url = f"http://127.0.0.1:{router.server_address[1]}"
+    backend = _Endpoint(url, {1: {"alive": True, "weight": 90}, 2: {"alive": False, "weight": 10}})
+    outcome = advance(_at(ctx, 1), backend, "m")
+    assert outcome["verdict"] == "fail" and outcome["rollback"]["to_version"] == 1
+    assert backend.rolled_back_to == [1]
+    lines = [r for r in ctx.audit.records() if r["event"] in {"decision", "rollback"}]
+    assert [(r["event"], r.get("decision"), r.get("origin")) for r in lines] == [
+        ("decision", "allow", "canary_analysis"),
+        ("rollback", None, None),
+    ]
+    assert lines[0]["action"] == "rollback_model"
+
+
+def test_a_failing_step_leaves_traffic_when_the_policy_denies_rollback(
+    ctx: ToolContext, router: ThreadingHTTPServer, store: str, tmp_path: Path
+) -> None:
+    """Under tools.denied [rollback_model] a failed canary keeps its traffic; the refusal is audited and explained."""
+    ctx = dataclasses.replace(ctx, tracking_uri=store, policy=_policy(tmp_path, tools={"denied": ["rollback_model"]}))
+    write_canary(ctx.workspace, "m", _climbing())
+    with using_store(store) as client:
+        client.set_model_version_tag("m", "2", "mlops.canary.passed", "pending")
+    url = f"http://127.0.0.1:{router.server_address[1]}"
+    backend = _Endpoint(url, {1: {"alive": True, "weight": 90}, 2: {"alive": False, "weight": 10}})
+    outcome = advance(_at(ctx, 1), backend, "m")
+    assert outcome["verdict"] == "fail"
+    assert outcome["rollback"].startswith("none: rollback_model is denied")
+    assert outcome["traffic"] == "left as it is: version 1 at 90 %, version 2 at 10 %"
+    assert "mlops-supervisor rollback m" in outcome["next"]
+    assert backend.rolled_back_to == [] and backend.weights == []
+    (line,) = [r for r in ctx.audit.records() if r["event"] in {"decision", "rollback"}]
+    assert (line["event"], line["action"], line["decision"], line["reason_code"], line["origin"]) == (
+        "decision",
+        "rollback_model",
+        "deny",
+        "tool_denied_by_policy",
+        "canary_analysis",
+    )
+    failed = read_canary(ctx.workspace, "m")
+    assert failed is not None and failed["state"] == "failed"
+    with using_store(store) as client:
+        assert client.get_model_version("m", "2").tags["mlops.canary.passed"] == "false"
+    settled = advance(_at(ctx, 60), backend, "m")  # nothing more to judge: a new deploy starts a new canary
+    assert settled["verdict"] == "failed" and backend.weights == [] and backend.rolled_back_to == []
 
 
 def test_a_step_without_a_canary_is_refused(ctx: ToolContext) -> None:

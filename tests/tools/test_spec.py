@@ -11,7 +11,7 @@ import yaml
 from mlops_supervisor.policies import InvalidInputError, load_policy
 from mlops_supervisor.tools import load_spec, spec_json_schema
 from mlops_supervisor.tools.training import plan_search
-from tests.conftest import EXAMPLE_SPEC, with_overrides
+from tests.conftest import ADULT, EXAMPLE_SPEC, with_overrides
 
 
 def _write(tmp_path: Path, **changes: Any) -> Path:
@@ -108,3 +108,68 @@ def test_champion_comparison_with_and_without_a_minimum_improvement() -> None:
     strict = ChampionComparison(min_absolute_improvement=0.01)
     assert beats_champion("roc_auc", 0.905, 0.90, strict, greater_is_better=True)[0] is False
     assert beats_champion("roc_auc", 0.92, 0.90, strict, greater_is_better=True) == (True, "")
+
+
+@pytest.mark.parametrize(
+    ("deployment", "needle"),
+    [
+        (
+            {"canary_steps": [100]},
+            "deployment.canary_steps [100] has 0 step(s) below 100; the policy asks for at least 1",
+        ),
+        (
+            {"canary_steps": [50, 100]},
+            "deployment.canary_steps starts at 50 %; the policy allows a first step of at most 25",
+        ),
+        ({"analysis": {"min_requests": 1}}, "deployment.analysis.min_requests is 1; the policy asks for at least 100"),
+        (
+            {"analysis": {"window_seconds": 5}},
+            "deployment.analysis.window_seconds is 5; the policy asks for at least 30",
+        ),
+        (
+            {"analysis": {"max_error_rate_increase": 0.5}},
+            "deployment.analysis.max_error_rate_increase is 0.5; the policy asks for at most 0.01",
+        ),
+        (
+            {"analysis": {"max_p95_latency_ratio": 3}},
+            "deployment.analysis.max_p95_latency_ratio is 3; the policy asks for at most 1.5",
+        ),
+    ],
+)
+def test_a_canary_plan_below_the_policy_is_refused_before_anything_runs(
+    tmp_path: Path, deployment: dict[str, Any], needle: str
+) -> None:
+    """Each canary minimum the spec loosens is named with its value and the policy's bound; nothing starts."""
+    from mlops_supervisor._pipeline import preflight
+
+    path = _write(tmp_path, deployment=deployment, data__source=str(ADULT))
+    load_spec(path)  # a valid spec: only the policy refuses it
+    with pytest.raises(InvalidInputError) as caught:
+        preflight(path, load_policy(None))
+    assert caught.value.reason_code == "canary_below_policy"
+    assert needle in str(caught.value)
+
+
+def test_a_spec_may_tighten_the_canary_minimums_and_a_policy_may_ask_for_more(tmp_path: Path) -> None:
+    """More steps, longer windows and stricter limits pass; a policy asking for three steps refuses the example's two."""
+    from mlops_supervisor.tools.serving import check_deployment
+
+    strict = {
+        "canary_steps": [5, 20, 60, 100],
+        "analysis": {
+            "window_seconds": 120,
+            "min_requests": 500,
+            "max_error_rate_increase": 0,
+            "max_p95_latency_ratio": 1.1,
+        },
+    }
+    assert (
+        check_deployment(load_spec(_write(tmp_path, deployment=strict)).spec.deployment, load_policy(None).canary) == []
+    )
+    assert check_deployment(load_spec(EXAMPLE_SPEC).spec.deployment, load_policy(None).canary) == []
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("canary: {min_steps: 3}\n", "utf-8")
+    (problem,) = check_deployment(load_spec(EXAMPLE_SPEC).spec.deployment, load_policy(policy).canary)
+    assert problem == (
+        "deployment.canary_steps [10, 50, 100] has 2 step(s) below 100; the policy asks for at least 3 (canary.min_steps)"
+    )

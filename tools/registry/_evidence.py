@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
-from mlops_supervisor.policies import AuditLog, InvalidInputError, RunError, verify_audit_log
+from mlops_supervisor.policies import AuditLog, InvalidInputError, Policy, RunError, Signed, verify_audit_log
 from mlops_supervisor.policies.gates import ApprovalRecord, EvaluationEvidence, TrainingEvidence, VersionEvidence
+from mlops_supervisor.policies.identity import verify_statement
 from mlops_supervisor.tools._spec import PipelineSpec
 
 __all__ = [
@@ -96,12 +98,24 @@ def _evaluation(client: Any, model: str, version: int, tags: dict[str, str]) -> 
     metrics = {
         k.removeprefix("mlops.eval.metric."): float(v) for k, v in tags.items() if k.startswith("mlops.eval.metric.")
     }
+    # The floors it applied, named as in the report. A missing tag leaves its field None (an older
+    # evaluation, or one stripped of them), which the gates refuse; an edited one disagrees with the report.
+    floors: dict[str, Any] = {}
+    for key in ("task", "thresholds", "fairness_limits", "policy_sha256"):
+        raw = tags.get(f"mlops.eval.{key}")
+        if raw is None:
+            continue
+        try:
+            floors[key] = raw if key in {"task", "policy_sha256"} else {k: float(v) for k, v in json.loads(raw).items()}
+        except (ValueError, TypeError, AttributeError):  # not a JSON object of numbers: not what evaluate wrote
+            consistent = False
     if report is not None:
         consistent = consistent and (
             tags.get("mlops.eval.passed") == str(report["passed"]).lower()
             and all(abs(report["metrics"].get(k, float("nan")) - v) < 1e-9 for k, v in metrics.items())
             and (report["model"], report["version"]) == (model, version)
             and str(report.get("max_age_hours")) == tags.get("mlops.eval.max_age_hours", "None")
+            and all(report.get(k) == v for k, v in floors.items())
         )
     try:
         evaluated_at = datetime.fromisoformat(tags.get("mlops.eval.at", ""))
@@ -118,6 +132,10 @@ def _evaluation(client: Any, model: str, version: int, tags: dict[str, str]) -> 
         metrics=metrics,
         consistent=consistent,
         max_age_hours=float(tags["mlops.eval.max_age_hours"]) if tags.get("mlops.eval.max_age_hours") else None,
+        task=floors.get("task"),
+        thresholds=floors.get("thresholds"),
+        fairness_limits=floors.get("fairness_limits"),
+        policy_digest=floors.get("policy_sha256"),
     )
 
 
@@ -171,8 +189,14 @@ def version_evidence(client: Any, model: str, version: int) -> VersionEvidence:
     )
 
 
-def approval_record(audit: AuditLog, *, model: str, version: int, action: str) -> ApprovalRecord | None:
-    """The latest granted approval of ``action`` on ``model`` ``version`` in an intact audit chain."""
+def approval_record(audit: AuditLog, *, model: str, version: int, action: str, policy: Policy) -> ApprovalRecord | None:
+    """The latest approval of ``action`` on ``model`` ``version`` whose signatures verify, in an intact audit chain.
+
+    An audit line is not an approval: the approval is the approver's signed statement it carries
+    (and the requester's signed request it answers), each verified against the keys ``policy``
+    lists. A line whose signatures do not verify is passed over, whatever it says; when only such
+    lines exist, ``InvalidInputError`` (``signature_invalid``) says so.
+    """
     check = verify_audit_log(audit.path)
     if not check.ok:
         raise InvalidInputError(
@@ -180,25 +204,71 @@ def approval_record(audit: AuditLog, *, model: str, version: int, action: str) -
             f"the audit log is broken at line {check.bad_line} ({check.problem}); "
             "approvals cannot be trusted until it is restored",
         )
-    found = None
+    found: ApprovalRecord | None = None
+    forged: list[str] = []
     for record in audit.records():
-        if (
+        if not (
             record.get("event") == "approval"
             and record.get("decision") == "allow"
             and record.get("approval_action") == action
             and record.get("model") == model
             and record.get("version") == version
         ):
-            found = record
-    if found is None:
-        return None
+            continue
+        verified = _verified_approval(record, model=model, version=version, action=action, policy=policy)
+        if isinstance(verified, str):
+            forged.append(f"line {record.get('seq')}: {verified}")
+        else:
+            found = verified
+    if found is None and forged:
+        raise InvalidInputError(
+            "signature_invalid",
+            f"no valid approval of {action} for {model} version {version}: "
+            + "; ".join(forged[-3:])
+            + ". An approval is a statement signed by a listed approver's key.",
+        )
+    return found
+
+
+def _verified_approval(
+    record: dict[str, Any], *, model: str, version: int, action: str, policy: Policy
+) -> ApprovalRecord | str:
+    """The approval ``record`` carries, built from its verified signed statements only; else why it is not one."""
+    try:
+        approval = Signed.model_validate(record.get("approval_signed"))
+        request = Signed.model_validate(record.get("request_signed"))
+    except ValidationError:
+        return "no signed approval and signed request"
+    for signed in (approval, request):
+        problem = verify_statement(signed, policy.people)
+        if problem is not None:
+            return problem
+    said, asked = approval.statement, request.statement
+    if (said.get("kind"), said.get("decision"), said.get("action"), said.get("model"), said.get("version")) != (
+        "approval",
+        "approve",
+        action,
+        model,
+        version,
+    ):
+        return "the signed statement approves something else"
+    if asked.get("kind") != "request" or said.get("request_signature") != request.signature:
+        return "the approval does not answer the signed request it carries"
+    if said.get("approver") != approval.signer or said.get("requester") != request.signer:
+        return "the names in the statement differ from its signers"
+    try:
+        expires_at = datetime.fromisoformat(str(said["expires_at"]))
+    except (KeyError, ValueError):
+        return "the signed statement has no valid expiry"
     return ApprovalRecord(
         model=model,
         version=version,
         action=action,
-        evidence_digest=found["evidence_digest"],
-        requester=found["requester"],
-        approver=found["approver"],
-        approved_at=datetime.fromisoformat(found["ts"]),
-        expires_at=datetime.fromisoformat(found["expires_at"]),
+        evidence_digest=str(said.get("evidence_digest", "")),
+        requester=request.signer,
+        approver=approval.signer,
+        approved_at=datetime.fromisoformat(record["ts"]),
+        expires_at=expires_at,
+        requester_key=request.key,
+        approver_key=approval.key,
     )

@@ -41,9 +41,57 @@ from mlops_supervisor.tools.registry._evidence import (
     version_evidence,
 )
 
-__all__ = ["promotion_tool", "registry_tools"]
+__all__ = ["champion_allowed", "promotion_tool", "registry_tools", "set_champion"]
 
 Alias = Literal["challenger", "champion"]
+
+
+def champion_allowed(
+    ctx: ToolContext, client: Any, model: str, version: int, action: str
+) -> tuple[Decision, ApprovalRecord | None]:
+    """The champion gate on ``model`` ``version`` and the approval it needs, read once, now.
+
+    The one check every way to the champion runs in its tool body, under the model's lock:
+    ``set_alias``/``promote_model`` and a first production ``deploy_model``. The approval must
+    bind this version and the evidence as it is now (verifying the audit chain is not free).
+    """
+    evidence = version_evidence(client, model, version)
+    decision = evaluate_champion_gate(evidence, rules=ctx.policy.evaluation, now=ctx.clock(), action=action)
+    if not decision.allowed:
+        return decision, None
+    record = approval_record(ctx.audit, model=model, version=version, action=CHAMPION_ACTION, policy=ctx.policy)
+    return evaluate_approval_record(
+        record,
+        model=model,
+        version=version,
+        action=CHAMPION_ACTION,
+        current_digest=evidence_digest(evidence),
+        approvers=ctx.policy.approvers,
+        now=ctx.clock(),
+    ), record
+
+
+def set_champion(client: Any, model: str, version: int, record: ApprovalRecord, *, at: str) -> int | None:
+    """Point ``champion`` at ``version`` with the approval ``record`` that let it as tags: the version it replaced.
+
+    Call only once ``champion_allowed`` allowed ``record``. The tags: when (``mlops.alias.champion.at``),
+    who asked and who approved over which evidence (``mlops.approval.*``), and the version replaced
+    (``mlops.previous_champion``), which a rollback returns to.
+    """
+    found = aliased_version(client, model)
+    previous = int(found.version) if found is not None else None
+    client.set_registered_model_alias(model, "champion", str(version))
+    client.set_model_version_tag(model, str(version), "mlops.alias.champion.at", at)
+    for key, value in (
+        ("approver", record.approver),
+        ("requester", record.requester),
+        ("approved_at", record.approved_at.isoformat()),
+        ("evidence_digest", record.evidence_digest),
+    ):
+        client.set_model_version_tag(model, str(version), f"mlops.approval.{key}", value)
+    if previous is not None and previous != version:
+        client.set_model_version_tag(model, str(version), "mlops.previous_champion", str(previous))
+    return previous
 
 
 class _RegisterArgs(ModelArgs):
@@ -80,10 +128,10 @@ class _Registry:
         alias = args.get("alias", "champion")
         with using_store(self.uri) as client:
             evidence = version_evidence(client, model, version)
-        max_age = self.ctx.policy.evaluation.max_age_hours
+        rules = self.ctx.policy.evaluation
         if alias == "challenger":
-            return GateResult(evaluate_challenger_gate(evidence, max_age_hours=max_age, now=self.now(), action=action))
-        decision = evaluate_champion_gate(evidence, max_age_hours=max_age, now=self.now(), action=action)
+            return GateResult(evaluate_challenger_gate(evidence, rules=rules, now=self.now(), action=action))
+        decision = evaluate_champion_gate(evidence, rules=rules, now=self.now(), action=action)
         return GateResult(decision, evidence_digest(evidence), CHAMPION_ACTION if decision.allowed else "")
 
     # --- changes ---------------------------------------------------------------------------
@@ -122,36 +170,16 @@ class _Registry:
             "tags": tags,
         }
 
-    def _champion_allowed(
-        self, client: Any, model: str, version: int, action: str
-    ) -> tuple[Decision, ApprovalRecord | None]:
-        """The champion gate and the approval it needs, read once (verifying the audit chain is not free)."""
-        evidence = version_evidence(client, model, version)
-        max_age = self.ctx.policy.evaluation.max_age_hours
-        decision = evaluate_champion_gate(evidence, max_age_hours=max_age, now=self.now(), action=action)
-        if not decision.allowed:
-            return decision, None
-        record = approval_record(self.ctx.audit, model=model, version=version, action=CHAMPION_ACTION)
-        return evaluate_approval_record(
-            record,
-            model=model,
-            version=version,
-            action=CHAMPION_ACTION,
-            current_digest=evidence_digest(evidence),
-            approvers=self.ctx.policy.approvers,
-            now=self.now(),
-        ), record
-
     def set_alias(self, model: str, version: int, alias: str, *, action: str = "set_alias") -> dict[str, Any]:
         with model_lock(self.ctx.workspace, model), using_store(self.uri) as client:
             record = None
             if alias == "challenger":
                 evidence = version_evidence(client, model, version)
                 decision = evaluate_challenger_gate(
-                    evidence, max_age_hours=self.ctx.policy.evaluation.max_age_hours, now=self.now(), action=action
+                    evidence, rules=self.ctx.policy.evaluation, now=self.now(), action=action
                 )
             elif alias == "champion":
-                decision, record = self._champion_allowed(client, model, version, action)
+                decision, record = champion_allowed(self.ctx, client, model, version, action)
             else:
                 decision = Decision.deny(
                     action,
@@ -160,21 +188,14 @@ class _Registry:
                 )
             if not decision.allowed:
                 raise GateRefusedError(decision)
-            previous = self._alias_version(client, model, alias)
-            client.set_registered_model_alias(model, alias, str(version))
             stamp = self.now().isoformat()
-            client.set_model_version_tag(model, str(version), f"mlops.alias.{alias}.at", stamp)
             if alias == "champion":
                 assert record is not None  # the gate above allowed only with one
-                for key, value in (
-                    ("approver", record.approver),
-                    ("requester", record.requester),
-                    ("approved_at", record.approved_at.isoformat()),
-                    ("evidence_digest", record.evidence_digest),
-                ):
-                    client.set_model_version_tag(model, str(version), f"mlops.approval.{key}", value)
-                if previous is not None and previous != version:
-                    client.set_model_version_tag(model, str(version), "mlops.previous_champion", str(previous))
+                previous = set_champion(client, model, version, record, at=stamp)
+            else:
+                previous = self._alias_version(client, model, alias)
+                client.set_registered_model_alias(model, alias, str(version))
+                client.set_model_version_tag(model, str(version), f"mlops.alias.{alias}.at", stamp)
         return {
             "model": model,
             "version": version,

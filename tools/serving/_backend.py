@@ -2,16 +2,32 @@
 
 ``LocalBackend`` (``_local.py``) implements it with processes on loopback; a Kubernetes
 backend implements the same calls against a cluster.
+
+The calls name an *endpoint*: a model's production endpoint is named after the model, its
+staging endpoint ``staging_endpoint(model)`` (``MODEL@staging``). Each endpoint has its own
+router, URL and state, so a staging deploy never takes a share of production traffic. ``@``
+cannot occur in a model name, so no model's production endpoint is another's staging one.
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
-__all__ = ["MAX_BODY", "ServingBackend"]
+__all__ = ["MAX_BODY", "MODEL_URI_VAR", "STAGING_SUFFIX", "TRACKING_URI_VAR", "ServingBackend", "staging_endpoint"]
 
 MAX_BODY = 64 * 1024 * 1024
 """The largest request body an endpoint accepts (router and model server alike); larger ones get 413."""
+
+STAGING_SUFFIX = "@staging"
+
+MODEL_URI_VAR = "MLOPS_SERVING_MODEL_URI"
+TRACKING_URI_VAR = "MLOPS_SERVING_TRACKING_URI"
+"""The environment variables a local model server reads its model and tracking URIs from (never its argv)."""
+
+
+def staging_endpoint(model: str) -> str:
+    """The name of ``model``'s staging endpoint, beside (never inside) its production endpoint ``model``."""
+    return f"{model}{STAGING_SUFFIX}"
 
 
 class ServingBackend(Protocol):

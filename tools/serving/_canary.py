@@ -1,17 +1,19 @@
 """A model's canary: its record in ``<workspace>/serving/<model>/canary.json`` and the analysis of one step.
 
 The record says which version climbs which traffic steps beside which stable version, the
-step it stands at, the thresholds of its analysis, the router's cumulative counters when the
-current window opened (``snapshot``) and the verdicts so far. ``window_delta`` turns two
-cumulative readings of the router's metrics into one window; ``judge`` weighs the canary's
-window against the stable version's (``policies.canary``).
+step it stands at and when that step started, the thresholds of its analysis, the router's
+cumulative counters when the current window opened (``snapshot``), the verdicts so far and
+its state (running, passed and held at its last step, or failed). ``window_delta`` turns two
+cumulative readings of the router's metrics into one window; ``analysis_in_force`` takes the
+stricter of the record's thresholds and the policy's; ``judge`` weighs the canary's window
+against the stable version's (``policies.canary``).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 from mlops_supervisor.policies.canary import (
     CanaryThresholds,
@@ -20,16 +22,31 @@ from mlops_supervisor.policies.canary import (
     analyze_canary,
     quantile_from_buckets,
 )
+from mlops_supervisor.policies.policy import CanaryRules
 from mlops_supervisor.tools.core import write_json_atomic
 
-__all__ = ["CanaryRecord", "canary_path", "clear_canary", "judge", "read_canary", "window_delta", "write_canary"]
+__all__ = [
+    "CanaryRecord",
+    "analysis_in_force",
+    "canary_path",
+    "clear_canary",
+    "judge",
+    "read_canary",
+    "window_delta",
+    "write_canary",
+]
+
+CanaryState = Literal["running", "passed", "failed"]
 
 
 class CanaryRecord(TypedDict):
-    """A canary in progress, as ``canary.json`` holds it.
+    """A model's latest canary, as ``canary.json`` holds it.
 
-    ``stable`` is None for a first or staging deployment, whose analysis is a smoke check against
-    absolute limits; ``snapshot`` is the router's ``read_window`` when the current window opened.
+    ``stable`` is None for a first production deployment, whose analysis is a smoke check against
+    absolute limits; ``snapshot`` is the router's ``read_window`` when the current window opened,
+    ``step_started_at`` when the current step began (the tools' clock). ``state`` is ``passed`` once
+    the last step's analysis passed (the weight is held until ``promote_model``), ``failed`` once an
+    analysis failed.
     """
 
     version: int
@@ -39,6 +56,8 @@ class CanaryRecord(TypedDict):
     analysis: dict[str, Any]
     snapshot: dict[str, dict[str, Any]]
     started_at: str
+    step_started_at: str
+    state: CanaryState
     history: list[dict[str, Any]]
 
 
@@ -83,6 +102,20 @@ def window_delta(now: dict[str, Any], then: dict[str, Any] | None) -> VersionWin
     return VersionWindow(
         requests=int(now["requests"] - then["requests"]), errors=int(now["errors"] - then["errors"]), p95_seconds=p95
     )
+
+
+def analysis_in_force(analysis: dict[str, Any], rules: CanaryRules) -> dict[str, Any]:
+    """``analysis`` (a spec's, as recorded at deploy) with each threshold at least as strict as ``rules``'.
+
+    The deploy refused a spec looser than the policy; a policy tightened since then still applies here.
+    """
+    return {
+        **analysis,
+        "window_seconds": max(float(analysis["window_seconds"]), rules.min_bake_seconds),
+        "min_requests": max(int(analysis["min_requests"]), rules.min_requests),
+        "max_error_rate_increase": min(float(analysis["max_error_rate_increase"]), rules.max_error_rate_increase),
+        "max_p95_latency_ratio": min(float(analysis["max_p95_latency_ratio"]), rules.max_p95_latency_ratio),
+    }
 
 
 def judge(canary: CanaryRecord, now: dict[str, dict[str, Any]], *, canary_alive: bool) -> CanaryVerdict:

@@ -1,78 +1,185 @@
 """Deploying an evaluated version: its gate, the traffic steps it will climb, and its canary record.
 
-``deploy_model`` needs a passing evaluation of the version (the challenger gate, re-run under
-the model's lock). The first version of a model takes all traffic; a later one starts as a
-canary at the first of the spec's ``deployment.canary_steps``; ``staging`` takes all traffic.
+Three ways into traffic, each behind its gate (re-run in the tool body under the model's lock):
+
+- **canary** (production, with a stable version serving): the challenger gate (a passing
+  evaluation) and a deployment spec no looser than the policy's canary minimums. The version
+  starts at the first canary step; ``advance_canary`` climbs the steps below 100, and passing
+  the last one holds that share until ``promote_model`` (the champion gate) takes it to 100.
+- **first** (production, nothing else serving): there is no stable version to compare with,
+  so the version takes all traffic at once and needs the champion gate (passing evaluation and
+  an evidence-bound approval, ``champion_allowed``): it becomes the champion, then gets a
+  smoke analysis against absolute limits.
+- **staging**: the challenger gate only; the version serves alone on the model's staging
+  endpoint (``staging_endpoint``: its own router and URL). Production is not touched.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
-from mlops_supervisor.policies import GateRefusedError, InvalidInputError
-from mlops_supervisor.policies.gates import evaluate_challenger_gate
-from mlops_supervisor.tools._spec import DeploymentSpec
+from mlops_supervisor.policies import Decision, GateRefusedError, InvalidInputError, ReasonCode
+from mlops_supervisor.policies.gates import (
+    VersionEvidence,
+    evaluate_challenger_gate,
+    evaluate_champion_gate,
+    evidence_digest,
+)
+from mlops_supervisor.tools._spec import DeploymentSpec, check_deployment
 from mlops_supervisor.tools.core import GateResult, ToolContext, model_lock, using_store
-from mlops_supervisor.tools.registry import model_version, training_spec, version_evidence
-from mlops_supervisor.tools.serving._backend import ServingBackend
+from mlops_supervisor.tools.registry import (
+    CHAMPION_ACTION,
+    champion_allowed,
+    model_version,
+    set_champion,
+    training_spec,
+    version_evidence,
+)
+from mlops_supervisor.tools.serving._backend import ServingBackend, staging_endpoint
 from mlops_supervisor.tools.serving._canary import CanaryRecord, write_canary
 from mlops_supervisor.tools.serving._metrics import read_router
 
-__all__ = ["deploy", "deploy_gate"]
+__all__ = ["TARGETS", "deploy", "deploy_gate"]
+
+Target = Literal["production", "staging"]
+
+TARGETS: dict[str, Target] = {"production": "production", "canary": "production", "staging": "staging"}
+"""The targets ``deploy_model`` accepts; ``canary`` is the older name of production."""
+
+_ACTION = "deploy_model"
 
 
-def deploy_gate(ctx: ToolContext, args: Mapping[str, Any]) -> GateResult:
-    """The challenger gate on ``args``' model and version, over their evidence read now."""
+def deploy_gate(ctx: ToolContext, backend: ServingBackend, args: Mapping[str, Any]) -> GateResult:
+    """The gate of ``args``' deploy over the evidence read now; a first production deploy is held for an approval."""
+    model, version = str(args["model"]), int(args["version"])
+    target = _target(str(args.get("target", "production")))
+    first = target == "production" and not _stable_versions(backend.status(model), version)
     with using_store(ctx.store_uri) as client:
-        evidence = version_evidence(client, str(args["model"]), int(args["version"]))
-    return GateResult(
-        evaluate_challenger_gate(
-            evidence,
-            max_age_hours=ctx.policy.evaluation.max_age_hours,
-            now=ctx.clock(),
-            action="deploy_model",
-        )
-    )
+        evidence = version_evidence(client, model, version)
+        decision = _evidence_decision(ctx, evidence, first=first)
+        if decision.allowed and target == "production":
+            decision = _canary_plan_decision(ctx, _deployment_spec(client, model_version(client, model, version)))
+    if first and decision.allowed:
+        return GateResult(decision, evidence_digest(evidence), CHAMPION_ACTION)
+    return GateResult(decision)
 
 
-def deploy(ctx: ToolContext, backend: ServingBackend, model: str, version: int, target: str) -> dict[str, Any]:
-    """Put ``version`` into traffic (gate passed, under the model's lock) and start its canary record."""
-    if target not in {"canary", "staging"}:
-        raise InvalidInputError("invalid_target", f"target {target!r} is not allowed; use canary or staging")
+def deploy(
+    ctx: ToolContext, backend: ServingBackend, model: str, version: int, target: str = "production"
+) -> dict[str, Any]:
+    """Put ``version`` into traffic as its gate allows (re-run under the model's lock): canary, first or staging."""
+    where = _target(target)
     with model_lock(ctx.workspace, model):
-        gated = deploy_gate(ctx, {"model": model, "version": version})
-        if not gated.decision.allowed:
-            raise GateRefusedError(gated.decision)
+        if where == "staging":
+            return _deploy_staging(ctx, backend, model, version)
+        stable = _stable_versions(backend.status(model), version)
         with using_store(ctx.store_uri) as client:
             found = model_version(client, model, version)
             plan = _deployment_spec(client, found)
-        status = backend.status(model)
-        stable = [v for v, s in status["versions"].items() if s["alive"] and s["weight"] > 0 and v != version]
-        steps = _traffic_steps(stable, target, plan)
-        result = backend.deploy(model, version, found.source, weight=steps[0])
-        _mark_deployed(ctx.store_uri, model, version)
+            if stable:
+                decision = _evidence_decision(ctx, version_evidence(client, model, version), first=False)
+                record = None
+            else:
+                decision, record = champion_allowed(ctx, client, model, version, _ACTION)
+            if decision.allowed:
+                decision = _canary_plan_decision(ctx, plan)
+            if not decision.allowed:
+                raise GateRefusedError(decision)
+            steps = plan.canary_weights if stable else [100]
+            result = backend.deploy(model, version, found.source, weight=steps[0])
+            champion = None
+            if record is not None:  # first: approved as champion above, over the evidence as it was
+                champion = {"previous": set_champion(client, model, version, record, at=ctx.clock().isoformat())}
+            _mark_deployed(client, ctx, model, version)
+        started = ctx.clock().isoformat()
         canary = CanaryRecord(
             version=version,
-            stable=stable[0] if stable and target != "staging" else None,
+            stable=stable[0] if stable else None,
             steps=steps,
             step=0,
             analysis=plan.analysis.model_dump(),
             snapshot=read_router(backend, model),
-            started_at=datetime.now(UTC).isoformat(),
+            started_at=started,
+            step_started_at=started,
+            state="running",
             history=[],
         )
         write_canary(ctx.workspace, model, canary)
     return {
         "model": model,
         "version": version,
-        "role": "canary" if canary["stable"] else "first",
+        "target": "production",
+        "role": "canary" if stable else "first",
         "weight": steps[0],
         "steps": steps,
         "stable": canary["stable"],
+        **({"champion": champion} if champion is not None else {}),
+        "url": (result.get("router") or {}).get("url"),
         "status": result,
     }
+
+
+def _deploy_staging(ctx: ToolContext, backend: ServingBackend, model: str, version: int) -> dict[str, Any]:
+    """``version`` alone on ``model``'s staging endpoint (under the lock already held); production is not touched."""
+    with using_store(ctx.store_uri) as client:
+        decision = _evidence_decision(ctx, version_evidence(client, model, version), first=False)
+        if not decision.allowed:
+            raise GateRefusedError(decision)
+        found = model_version(client, model, version)
+        endpoint = staging_endpoint(model)
+        backend.deploy(endpoint, version, found.source, weight=100)
+        # one version per staging endpoint: the one deployed before stops (rollback keeps only the one named)
+        result = backend.rollback(endpoint, version)
+        client.set_model_version_tag(model, str(version), "mlops.staging.deployed.at", ctx.clock().isoformat())
+    return {
+        "model": model,
+        "version": version,
+        "target": "staging",
+        "role": "staging",
+        "endpoint": endpoint,
+        "weight": 100,
+        "url": (result.get("router") or {}).get("url"),
+        "status": result,
+    }
+
+
+def _target(target: str) -> Target:
+    """``target`` as production or staging; ``InvalidInputError`` for anything else."""
+    if target not in TARGETS:
+        raise InvalidInputError(
+            "invalid_target", f"target {target!r} is not allowed; use production (or canary, the same) or staging"
+        )
+    return TARGETS[target]
+
+
+def _stable_versions(status: Mapping[str, Any], version: int) -> list[int]:
+    """The versions other than ``version`` serving production traffic now (alive, weight above 0)."""
+    return [int(v) for v, s in status["versions"].items() if s["alive"] and s["weight"] > 0 and int(v) != version]
+
+
+def _evidence_decision(ctx: ToolContext, evidence: VersionEvidence, *, first: bool) -> Decision:
+    """The champion gate for a first production deploy (its approval comes after), else the challenger gate."""
+    if first:
+        return evaluate_champion_gate(evidence, rules=ctx.policy.evaluation, now=ctx.clock(), action=_ACTION)
+    return evaluate_challenger_gate(evidence, rules=ctx.policy.evaluation, now=ctx.clock(), action=_ACTION)
+
+
+def _canary_plan_decision(ctx: ToolContext, plan: DeploymentSpec) -> Decision:
+    """Allow when the deployment spec asks for at least the policy's canary minimums, else deny naming what falls short.
+
+    The spec was logged with the training run and may predate the policy in force: it is
+    checked against the policy now, and a looser one is refused, not quietly tightened.
+    """
+    below = check_deployment(plan, ctx.policy.canary)
+    if below:
+        return Decision.deny(
+            _ACTION,
+            ReasonCode.CANARY_BELOW_POLICY,
+            "the deployment section of the spec this version was trained from asks for less than the policy's "
+            f"canary minimums: {'; '.join(below)}. Train from a spec that meets them.",
+        )
+    return Decision.allow(_ACTION, "the canary plan meets the policy's minimums")
 
 
 def _deployment_spec(client: Any, found: Any) -> DeploymentSpec:
@@ -81,15 +188,7 @@ def _deployment_spec(client: Any, found: Any) -> DeploymentSpec:
     return training_spec(client, run_id).deployment if run_id else DeploymentSpec()
 
 
-def _traffic_steps(stable: list[int], target: str, plan: DeploymentSpec) -> list[int]:
-    """The weights the version will climb through, the first of them now."""
-    # With nothing else serving (or for staging) the version takes all traffic at once, and its
-    # analysis is a smoke check against absolute limits; otherwise it climbs the canary steps.
-    return [100] if not stable or target == "staging" else list(plan.canary_steps)
-
-
-def _mark_deployed(store_uri: str, model: str, version: int) -> None:
-    """Tag ``version`` deployed now, its canary pending."""
-    with using_store(store_uri) as client:
-        client.set_model_version_tag(model, str(version), "mlops.deployed.at", datetime.now(UTC).isoformat())
-        client.set_model_version_tag(model, str(version), "mlops.canary.passed", "pending")
+def _mark_deployed(client: Any, ctx: ToolContext, model: str, version: int) -> None:
+    """Tag ``version`` deployed to production now, its canary pending."""
+    client.set_model_version_tag(model, str(version), "mlops.deployed.at", ctx.clock().isoformat())
+    client.set_model_version_tag(model, str(version), "mlops.canary.passed", "pending")

@@ -1,9 +1,10 @@
 """The embedded serving backend: real server processes on loopback, their state in the workspace.
 
-``LocalBackend`` implements ``ServingBackend`` (``_backend.py``). It keeps, per model,
-``<workspace>/serving/<model>/state.json`` (processes, ports, weights) and ``routes.json``
-(what the router reads), so a later command finds the servers, sees which died, and
-``stop`` ends them all. Starting, recording, checking and ending the processes is
+``LocalBackend`` implements ``ServingBackend`` (``_backend.py``). It keeps, per endpoint
+(a model's production endpoint ``<model>``, its staging endpoint ``<model>@staging``),
+``<workspace>/serving/<endpoint>/state.json`` (processes, ports, weights) and ``routes.json``
+(what the endpoint's own router reads), so a later command finds the servers, sees which died,
+and ``stop`` ends them all. Starting, recording, checking and ending the processes is
 ``_processes``' job; processes run in their own session so a Ctrl-C of the command that
 started them does not take production down with it; ``stop``/``down`` is how they end.
 """
@@ -16,6 +17,7 @@ from typing import Any
 
 from mlops_supervisor.policies import InvalidInputError, RunError
 from mlops_supervisor.tools.core import default_tracking_uri, write_json_atomic
+from mlops_supervisor.tools.serving._backend import MODEL_URI_VAR, TRACKING_URI_VAR
 from mlops_supervisor.tools.serving._processes import ProcessRecord, alive, end, records, spawn
 
 __all__ = ["LocalBackend"]
@@ -72,9 +74,11 @@ class LocalBackend:
 
     # --- processes -------------------------------------------------------------------------
 
-    def _spawn(self, model: str, args: list[str], log: str, port: int | None = None) -> ProcessRecord:
+    def _spawn(
+        self, model: str, args: list[str], log: str, port: int | None = None, env: dict[str, str] | None = None
+    ) -> ProcessRecord:
         """Start one server process for ``model`` and wait for its /health (see ``_processes.spawn``)."""
-        return spawn(self._dir(model), args, log, port=port, startup_timeout=self.startup_timeout)
+        return spawn(self._dir(model), args, log, port=port, startup_timeout=self.startup_timeout, env=env)
 
     def _records(self, model: str) -> list[ProcessRecord]:
         """Every process spawned for ``model`` and not yet ended, as recorded under ``procs/``."""
@@ -103,11 +107,15 @@ class LocalBackend:
         return True
 
     def _start_version(self, model: str, key: str, model_uri: str, fail_rate: float = 0.0) -> ProcessRecord:
-        """Start the model server of version ``key`` (failing ``fail_rate`` of requests, for drills)."""
-        args = ["model", "--model-uri", model_uri, "--tracking-uri", self.tracking_uri, "--version", key]
+        """Start the model server of version ``key`` (failing ``fail_rate`` of requests, for drills).
+
+        The URIs go by environment: the tracking URI can hold a password, and a command line is public.
+        """
+        args = ["model", "--version", key]
         if fail_rate:
             args += ["--fail-rate", str(fail_rate)]
-        return self._spawn(model, args, f"version-{key}.log")
+        env = {MODEL_URI_VAR: model_uri, TRACKING_URI_VAR: self.tracking_uri}
+        return self._spawn(model, args, f"version-{key}.log", env=env)
 
     # --- the protocol ----------------------------------------------------------------------
 
@@ -242,7 +250,7 @@ class LocalBackend:
         return {**self.status(model), "restarted": restarted}
 
     def models(self) -> list[str]:
-        """Models with serving state in this workspace."""
+        """Endpoints with serving state in this workspace: models, and ``MODEL@staging`` for staging ones."""
         if not self.root.exists():
             return []
         homes = {p.parent.name for p in self.root.glob("*/state.json")}

@@ -1,7 +1,12 @@
 """Process entry points of the local serving backend (started by ``LocalBackend``).
 
-python -m mlops_supervisor.tools.serving._main model --model-uri URI --tracking-uri URI --version N --port P
+MLOPS_SERVING_MODEL_URI=URI MLOPS_SERVING_TRACKING_URI=URI \
+    python -m mlops_supervisor.tools.serving._main model --version N --port P
 python -m mlops_supervisor.tools.serving._main router --routes FILE --samples FILE --port P
+
+The model and tracking URIs come by environment, not as arguments: a tracking URI can hold
+``user:password@`` (and a model URI a token), and a command line is readable by every user of
+the machine (``ps``), a process's environment only by its owner.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ import argparse
 import gc
 import os
 from pathlib import Path
+
+from mlops_supervisor.tools.serving._backend import MODEL_URI_VAR, TRACKING_URI_VAR
 
 __all__ = ["main"]
 
@@ -21,8 +28,6 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="mlops_supervisor.tools.serving._main")
     sub = parser.add_subparsers(dest="kind", required=True)
     model = sub.add_parser("model")
-    model.add_argument("--model-uri", required=True)
-    model.add_argument("--tracking-uri", required=True)
     model.add_argument("--version", required=True)
     model.add_argument("--port", type=int, required=True)
     model.add_argument("--fail-rate", type=float, default=0.0)
@@ -31,6 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     router.add_argument("--samples", type=Path, required=True)
     router.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
+    if args.kind == "model" and not (os.environ.get(MODEL_URI_VAR) and os.environ.get(TRACKING_URI_VAR)):
+        parser.error(f"a model server needs {MODEL_URI_VAR} and {TRACKING_URI_VAR} in its environment")
     # One request is a few rows: OpenMP threads buy nothing there, and when the machine is
     # busy their spin-waiting costs whole cores (a loaded 2-core run spent minutes of CPU in
     # a model server's idle OpenMP workers). Set before numpy and scikit-learn load.
@@ -50,7 +57,10 @@ def main(argv: list[str] | None = None) -> None:
     from mlops_supervisor.tools.serving._model_server import build_model_app
 
     app = build_model_app(
-        args.model_uri, tracking_uri=args.tracking_uri, version=args.version, fail_rate=args.fail_rate
+        os.environ[MODEL_URI_VAR],
+        tracking_uri=os.environ[TRACKING_URI_VAR],
+        version=args.version,
+        fail_rate=args.fail_rate,
     )
     _freeze_heap()
     uvicorn.run(

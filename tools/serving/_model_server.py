@@ -214,14 +214,16 @@ async def _body_within_limit(request: Request) -> bytes | None:
 
 def build_model_app(model_uri: str, *, tracking_uri: str, version: str, fail_rate: float = 0.0) -> Starlette:
     """The server of one model version. ``fail_rate`` > 0 makes it answer 500 that often (fault drills)."""
-    from mlflow.models import get_model_info
+    from mlflow.models import Model
 
     from mlops_supervisor.tools.core._models import load_sklearn_model
     from mlops_supervisor.tools.core._store import using_store
 
     with using_store(tracking_uri):
         model = load_sklearn_model(model_uri)
-        signature = get_model_info(model_uri).signature
+        # the signature is in the MLmodel file; get_model_info would also ask the tracking server for the
+        # logged model's record, which the server does not use
+        signature = Model.load(model_uri).signature
     columns = {c.name: c.type.name for c in signature.inputs.inputs}
     batcher = _Batcher(model.predict, columns, as_array=_numeric_in_signature_order(model, columns))
     chaos = random.Random(0)

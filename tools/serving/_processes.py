@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -143,18 +143,38 @@ def _interrupts_noted() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def spawn(home: Path, args: list[str], log: str, *, port: int | None = None, startup_timeout: float) -> ProcessRecord:
+def spawn(
+    home: Path,
+    args: list[str],
+    log: str,
+    *,
+    port: int | None = None,
+    startup_timeout: float,
+    env: Mapping[str, str] | None = None,
+) -> ProcessRecord:
     """Start one ``_main`` process logging to ``home/log`` and wait for its /health: its record.
 
-    The process is recorded under ``procs/`` before the wait, so a command killed while a
-    server starts still leaves it findable by ``stop``; an error or Ctrl-C here ends it.
+    ``args`` are visible to every user of the machine (``ps``, ``/proc/<pid>/cmdline``): anything
+    that may hold a credential (a tracking URI with ``user:password@``, a token) goes in ``env``,
+    which only the process's owner can read. The process is recorded under ``procs/`` before the
+    wait, so a command killed while a server starts still leaves it findable by ``stop``; an
+    error or Ctrl-C here ends it.
     """
     with _interrupts_noted() as interrupted:
-        return _spawn(home, args, log, port=port, startup_timeout=startup_timeout, interrupted=interrupted)
+        return _spawn(
+            home, args, log, port=port, startup_timeout=startup_timeout, env=env or {}, interrupted=interrupted
+        )
 
 
 def _spawn(
-    home: Path, args: list[str], log: str, *, port: int | None, startup_timeout: float, interrupted: Callable[[], bool]
+    home: Path,
+    args: list[str],
+    log: str,
+    *,
+    port: int | None,
+    startup_timeout: float,
+    env: Mapping[str, str],
+    interrupted: Callable[[], bool],
 ) -> ProcessRecord:
     port = port or free_port()
     (home / "procs").mkdir(parents=True, exist_ok=True)
@@ -164,6 +184,7 @@ def _spawn(
             stdout=out,
             stderr=out,
             stdin=subprocess.DEVNULL,
+            env={**os.environ, **env},
             # its own session: a Ctrl-C of the command that started it does not reach it
             start_new_session=True,
         )

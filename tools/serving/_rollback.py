@@ -59,7 +59,7 @@ def _bad_and_good(
     if canary and canary["stable"] is not None:
         return bad, int(canary["stable"])
     if champion is not None and champion != bad:
-        # a first or staging deployment of another version has no stable one: the champion is known-good
+        # a first deployment of another version has no stable one: the champion is known-good
         return bad, champion
     if champion is None:
         return bad, None

@@ -9,12 +9,13 @@ advance and rollback each run under the model's lock (``model_lock``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
 from mlops_supervisor.tools.core import GateResult, GovernedTool, ModelArgs, ModelVersionArgs, ToolContext, to_json
 from mlops_supervisor.tools.serving._advance import advance
+from mlops_supervisor.tools.serving._backend import staging_endpoint
 from mlops_supervisor.tools.serving._canary import read_canary
 from mlops_supervisor.tools.serving._deploy import deploy, deploy_gate
 from mlops_supervisor.tools.serving._local import LocalBackend
@@ -24,7 +25,11 @@ __all__ = ["deployment_tools"]
 
 
 class _DeployArgs(ModelVersionArgs):
-    target: str = Field(default="canary", description="canary (a share of traffic) or staging (all traffic)")
+    target: Literal["production", "canary", "staging"] = Field(
+        default="production",
+        description="production (a canary share beside the stable version; the first version needs an approval), "
+        "canary (the same as production), or staging (its own endpoint, no production traffic)",
+    )
 
 
 def deployment_tools(ctx: ToolContext) -> list[GovernedTool]:
@@ -32,9 +37,9 @@ def deployment_tools(ctx: ToolContext) -> list[GovernedTool]:
     backend = LocalBackend.for_workspace(ctx.workspace, ctx.store_uri)
 
     def gate(args: Mapping[str, Any]) -> GateResult:
-        return deploy_gate(ctx, args)
+        return deploy_gate(ctx, backend, args)
 
-    def deploy_model(model: str, version: int, target: str = "canary") -> str:
+    def deploy_model(model: str, version: int, target: str = "production") -> str:
         return to_json(deploy(ctx, backend, model, version, target))
 
     def advance_canary(model: str) -> str:
@@ -44,12 +49,20 @@ def deployment_tools(ctx: ToolContext) -> list[GovernedTool]:
         return to_json(rollback(ctx, backend, model))
 
     def endpoint_status(model: str) -> str:
-        return to_json({**backend.status(model), "canary": read_canary(ctx.workspace, model)})
+        staging = backend.status(staging_endpoint(model))
+        return to_json(
+            {
+                **backend.status(model),
+                "canary": read_canary(ctx.workspace, model),
+                "staging": staging if staging["router"] or staging["versions"] or staging["stray"] else None,
+            }
+        )
 
     return [
         GovernedTool.from_function(
             "deploy_model",
-            "Deploy an evaluated version: all traffic when it is the first, else a canary at the first traffic step.",
+            "Deploy an evaluated version to production (a canary at the first traffic step beside the stable "
+            "version; a first version takes all traffic and needs an approval) or to staging (its own endpoint).",
             _DeployArgs,
             deploy_model,
             mutates=True,
@@ -57,8 +70,9 @@ def deployment_tools(ctx: ToolContext) -> list[GovernedTool]:
         ),
         GovernedTool.from_function(
             "advance_canary",
-            "Judge the canary's traffic window against stable: pass takes the next step, fail "
-            "rolls back automatically, inconclusive holds.",
+            "Judge the canary's traffic window against stable once the step has baked: pass takes the next "
+            "step (the last one below 100 % marks it passed and holds; promote takes it to 100 %), fail rolls "
+            "back automatically, inconclusive holds.",
             ModelArgs,
             advance_canary,
             mutates=True,
@@ -72,7 +86,8 @@ def deployment_tools(ctx: ToolContext) -> list[GovernedTool]:
         ),
         GovernedTool.from_function(
             "endpoint_status",
-            "Versions, weights, processes and canary progress of a model's endpoint.",
+            "Versions, weights, processes and canary progress of a model's production endpoint, and its "
+            "staging endpoint.",
             ModelArgs,
             endpoint_status,
             mutates=False,
