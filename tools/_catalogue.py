@@ -1,23 +1,34 @@
-"""The declared tools of every specialist.
+"""The declared tools of every specialist, and the endpoint operations behind ``up`` and ``down``.
 
 Tools whose backends arrive in later work are declared here with their real argument
 schemas and answer with ``ToolNotAvailableError``: they never return made-up results.
+The registry is routed through one chokepoint: no mutating tool's body is reachable but
+through it.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
-from mlops_supervisor.policies import ToolNotAvailableError, verify_audit_log
-from mlops_supervisor.tools.core import GovernedTool, ToolContext, ToolRegistry, to_json
+from mlops_supervisor.policies import InvalidInputError, ToolNotAvailableError, verify_audit_log
+from mlops_supervisor.tools.core import (
+    Chokepoint,
+    GovernedTool,
+    ToolContext,
+    ToolRegistry,
+    checked_name,
+    model_lock,
+    to_json,
+)
 from mlops_supervisor.tools.data import data_tools
 from mlops_supervisor.tools.evaluation import evaluation_tools
 from mlops_supervisor.tools.monitoring import observability_tools
 from mlops_supervisor.tools.registry import promotion_tool, registry_tools
-from mlops_supervisor.tools.serving import deployment_tools
+from mlops_supervisor.tools.serving import LocalBackend, deployment_tools, staging_endpoint
 from mlops_supervisor.tools.training import experimentation_tools
 
 __all__ = ["build_tool_registry"]
@@ -33,6 +44,17 @@ class _AuditSummaryArgs(BaseModel):
 
 class _TextArgs(BaseModel):
     text: str = Field(description="text to check")
+
+
+class _EndpointArgs(BaseModel):
+    model: str | None = Field(
+        default=None, description="one served model (its production and staging endpoints); omit for all"
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _safe_name(cls, model: str | None) -> str | None:
+        return None if model is None else checked_name("model", model)
 
 
 def _declared(
@@ -107,11 +129,65 @@ def _show_policy(ctx: ToolContext) -> GovernedTool:
     )
 
 
+def _endpoint_tools(ctx: ToolContext) -> list[GovernedTool]:
+    """restore_endpoints and stop_endpoints: the CLI's ``up`` and ``down`` (no agent's allow-list names them)."""
+    backend = LocalBackend.for_workspace(ctx.workspace, ctx.store_uri)
+
+    def served(model: str | None) -> list[str]:
+        """The endpoints to act on: all, or the named model's production and staging endpoints."""
+        known = backend.models()
+        if model is None:
+            return known
+        named = [e for e in known if e in (model, staging_endpoint(model))]
+        if not named:
+            raise InvalidInputError(
+                "model_not_served",
+                f"model {model!r} has no serving state in {ctx.workspace}; served here: {', '.join(known) or 'none'}",
+            )
+        return named
+
+    def each(model: str | None, operation: Callable[[str], dict[str, Any]]) -> str:
+        done = []
+        for endpoint in served(model):
+            # under the model's lock, as deploys and canary steps are: not while they rewrite its state
+            with model_lock(ctx.workspace, endpoint.split("@", 1)[0]):  # '@' never occurs in a model name
+                done.append(operation(endpoint))
+        return to_json(done)
+
+    def restore_endpoints(model: str | None = None) -> str:
+        return each(model, backend.restore)
+
+    def stop_endpoints(model: str | None = None) -> str:
+        return each(model, backend.stop)
+
+    return [
+        GovernedTool.from_function(
+            "restore_endpoints",
+            "Restart the model servers and routers of this workspace that died, as they were recorded.",
+            _EndpointArgs,
+            restore_endpoints,
+            mutates=True,
+        ),
+        GovernedTool.from_function(
+            "stop_endpoints",
+            "Stop the model servers and routers this workspace runs (stray ones included) and forget their state.",
+            _EndpointArgs,
+            stop_endpoints,
+            mutates=True,
+        ),
+    ]
+
+
 _GUARD = "it arrives with the Presidio redaction and injection guard"
 
 
-def build_tool_registry(ctx: ToolContext) -> ToolRegistry:
-    """Every tool of every specialist, bound to ``ctx``."""
+def build_tool_registry(ctx: ToolContext, *, actor: str | None = None) -> ToolRegistry:
+    """Every tool of every specialist, bound to ``ctx``, its mutating tools routed through one chokepoint.
+
+    ``actor`` is who acts on direct calls (default: the OS user); a ``Supervisor`` routes the
+    registry through its own chokepoint, acting as its user.
+    """
+    chokepoint = Chokepoint.for_context(ctx, actor=actor)
     return ToolRegistry(
         [
             *data_tools(ctx),
@@ -134,5 +210,7 @@ def build_tool_registry(ctx: ToolContext) -> ToolRegistry:
                 mutates=False,
                 arrives=_GUARD,
             ),
+            # the endpoint operations of `up` and `down`
+            *_endpoint_tools(ctx),
         ]
-    )
+    ).routed_through(chokepoint.call)

@@ -1,37 +1,48 @@
 """The tool core every domain builds on.
 
-The governed tool and the registry of tools (``_tool``), the context a tool body gets
-(``_context``), the workspace's MLflow store (``_store``), the per-model lock (``_locks``), safe model loading (``_models``),
-atomic writes of state files (``_files``) and the argument schemas domains share (``_schemas``).
+The governed tool and the registry of tools (``_tool``), the one governed invocation every
+state-changing call passes (``_chokepoint``), the context a tool body gets (``_context``), the
+workspace's MLflow store (``_store``), the per-model lock (``_locks``), safe model loading
+(``_models``), atomic writes of state files (``_files``) and the argument schemas domains share
+(``_schemas``).
 Nothing here knows a lifecycle stage.
 """
 
+from mlops_supervisor.tools.core._chokepoint import CallSite, Chokepoint, Invocation, Origin, invoked_from, run_gate
 from mlops_supervisor.tools.core._context import ProgressFactory, ToolContext, no_progress
 from mlops_supervisor.tools.core._files import publish_dir, write_atomic, write_json_atomic
 from mlops_supervisor.tools.core._locks import model_lock
 from mlops_supervisor.tools.core._models import TRUSTED_ROOTS, foreign_types, load_sklearn_model
-from mlops_supervisor.tools.core._schemas import ModelArgs, ModelVersionArgs, SpecArgs, to_json
+from mlops_supervisor.tools.core._schemas import ModelArgs, ModelVersionArgs, SpecArgs, checked_name, to_json
 from mlops_supervisor.tools.core._store import artifact_root, default_tracking_uri, ensure_experiment, using_store
-from mlops_supervisor.tools.core._tool import GateResult, GovernedTool, ToolRegistry
+from mlops_supervisor.tools.core._tool import GateResult, GovernedTool, Invoke, ToolRegistry
 
 __all__ = [
     "TRUSTED_ROOTS",
+    "CallSite",
+    "Chokepoint",
     "GateResult",
     "GovernedTool",
+    "Invocation",
+    "Invoke",
     "ModelArgs",
     "ModelVersionArgs",
+    "Origin",
     "ProgressFactory",
     "SpecArgs",
     "ToolContext",
     "ToolRegistry",
     "artifact_root",
+    "checked_name",
     "default_tracking_uri",
     "ensure_experiment",
     "foreign_types",
+    "invoked_from",
     "load_sklearn_model",
     "model_lock",
     "no_progress",
     "publish_dir",
+    "run_gate",
     "to_json",
     "using_store",
     "write_atomic",
