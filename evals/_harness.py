@@ -20,7 +20,7 @@ from mlops_supervisor._api import Supervisor
 from mlops_supervisor._results import Report, RunResult
 from mlops_supervisor.agents import SPECIALISTS
 from mlops_supervisor.policies import UsageError, verify_audit_log
-from mlops_supervisor.testing import adversarial_allow_list_script
+from mlops_supervisor.testing import KeyRing, adversarial_allow_list_script, install_policy
 
 __all__ = ["EvalRun", "Scenario", "ScenarioOutcome", "load_scenarios", "run_scenario", "run_scenarios"]
 
@@ -126,8 +126,16 @@ def run_scenario(scenario: Scenario, root: Path) -> ScenarioOutcome:
     """Run one scenario in a fresh workspace under ``root``."""
     workspace = root / scenario.name
     workspace.mkdir(parents=True, exist_ok=True)
-    policy_path = workspace / "policy.yaml"
-    policy_path.write_text(yaml.safe_dump(scenario.policy), "utf-8")
+    # Every person in the scenario is a key of its own (kept beside the workspace, never in it),
+    # and the scenario's policy is installed as the workspace policy, signed like any other.
+    keys = KeyRing(root / f"{scenario.name}-keys")
+    people = [*scenario.policy.get("approvers", []), *(step.as_ for step in scenario.steps)]
+    install_policy(
+        workspace,
+        {**scenario.policy, **keys.policy(approvers=scenario.policy.get("approvers", []), people=people)},
+        admin=people[0],
+        keys=keys,
+    )
     model = "offline"
     if scenario.model != "offline":
         script = (
@@ -141,7 +149,7 @@ def run_scenario(scenario: Scenario, root: Path) -> ScenarioOutcome:
     problems: list[str] = []
     thread_id: str | None = None
     for number, step in enumerate(scenario.steps, start=1):
-        with Supervisor(workspace, model=model, user=step.as_, policy=policy_path) as sup:
+        with Supervisor(workspace, model=model, user=step.as_, key=keys.path(step.as_)) as sup:
             if step.ask is not None:
                 result = sup.ask(step.ask, thread_id=thread_id)
             elif step.approve:

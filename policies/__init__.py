@@ -7,9 +7,13 @@ typed records, and its only I/O is the audit log.
 from mlops_supervisor.policies.approvals import (
     ApprovalRequest,
     ApprovalResponse,
+    approval_statement,
+    check_answer_signature,
     check_approver,
+    check_signed_request,
     evaluate_approval,
     new_approval_request,
+    request_statement,
 )
 from mlops_supervisor.policies.audit import AuditLog, AuditVerification, verify_audit_log
 from mlops_supervisor.policies.decisions import Decision, DecisionKind, ReasonCode
@@ -27,6 +31,8 @@ from mlops_supervisor.policies.errors import (
     UsageError,
     WorkspaceError,
 )
+from mlops_supervisor.policies.floors import policy_widenings
+from mlops_supervisor.policies.identity import Signed, sign_statement, verify_statement
 from mlops_supervisor.policies.policy import Policy, default_policy_text, load_policy
 from mlops_supervisor.policies.redaction import Finding, PatternRedactor, Redactor, redact_value
 
@@ -50,17 +56,25 @@ __all__ = [
     "Redactor",
     "RunError",
     "ScriptExhaustedError",
+    "Signed",
     "ToolNotAvailableError",
     "UnknownThreadError",
     "UsageError",
     "WorkspaceError",
     "approval_binding",
+    "approval_statement",
+    "check_answer_signature",
     "check_approver",
+    "check_signed_request",
     "decide_tool_call",
     "default_policy_text",
     "evaluate_approval",
     "load_policy",
     "new_approval_request",
+    "policy_widenings",
     "redact_value",
+    "request_statement",
+    "sign_statement",
     "verify_audit_log",
+    "verify_statement",
 ]

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from mlops_supervisor.policies.errors import PolicyFileError, describe_validation_error
 from mlops_supervisor.policies.estimators import ALLOWED_ESTIMATORS
+from mlops_supervisor.policies.identity import fingerprint, parse_public_key
 from mlops_supervisor.policies.pii import DEFAULT_PII_ENTITIES
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "TrainingRules",
     "default_policy_text",
     "load_policy",
+    "parse_policy",
 ]
 
 
@@ -146,7 +148,10 @@ class Policy(_Strict):
     """A validated policy; ``digest`` fingerprints the exact text it came from."""
 
     version: int = Field(default=1, ge=1, le=1)
+    people: dict[str, str] = Field(default_factory=dict)
+    """Each person who may sign a request or an approval: name -> Ed25519 public key (OpenSSH line)."""
     approvers: tuple[str, ...] = ()
+    """The people (by name, each listed under ``people``) who may approve an action held for approval."""
     approval: ApprovalSettings = ApprovalSettings()
     limits: Limits = Limits()
     tools: ToolRules = ToolRules()
@@ -159,11 +164,34 @@ class Policy(_Strict):
     digest: str = Field(default="", exclude=True)
 
     @model_validator(mode="after")
-    def _approvers_are_names(self) -> Policy:
-        for name in self.approvers:
+    def _people_are_keys(self) -> Policy:
+        for name, line in self.people.items():
             if not name.strip():
-                raise ValueError("approvers: an approver name must not be empty")
+                raise ValueError("people: a name must not be empty")
+            try:
+                parse_public_key(line)
+            except ValueError as exc:
+                raise ValueError(f"people.{name}: {exc}") from None
+        seen: dict[str, str] = {}
+        for name, line in self.people.items():
+            print_ = fingerprint(parse_public_key(line))
+            if print_ in seen:
+                raise ValueError(
+                    f"people: {seen[print_]!r} and {name!r} share one key; a person is a key, so each needs their own"
+                )
+            seen[print_] = name
+        for name in self.approvers:
+            if name not in self.people:
+                raise ValueError(
+                    f"approvers: {name!r} has no public key under people; an approver is a key: run "
+                    f"`mlops-supervisor keys init {name}` and add the line it prints under people"
+                )
         return self
+
+    def key_fingerprint(self, name: str) -> str | None:
+        """The fingerprint of ``name``'s key in this policy, or None when they have none."""
+        line = self.people.get(name)
+        return fingerprint(parse_public_key(line)) if line is not None else None
 
     def requires_approval(self, tool: str) -> bool:
         """True when every call of ``tool`` must wait for an approval."""
@@ -175,7 +203,8 @@ def default_policy_text() -> str:
     return resources.files("mlops_supervisor.policies").joinpath("default-policy.yaml").read_text("utf-8")
 
 
-def _parse(text: str, source: str) -> Policy:
+def parse_policy(text: str, source: str) -> Policy:
+    """Validate a policy's YAML ``text``; ``source`` names it in messages; ``digest`` is the text's sha256."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -195,11 +224,11 @@ def _parse(text: str, source: str) -> Policy:
 def load_policy(path: Path | None) -> Policy:
     """Load and validate a policy file; ``None`` gives the shipped default."""
     if path is None:
-        return _parse(default_policy_text(), "built-in default")
+        return parse_policy(default_policy_text(), "built-in default")
     try:
         text = Path(path).read_text("utf-8")
     except FileNotFoundError:
         raise PolicyFileError(f"policy file {path} does not exist") from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         raise PolicyFileError(f"policy file {path} cannot be read: {exc}") from None
-    return _parse(text, str(path))
+    return parse_policy(text, str(path))

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.errors import GraphRecursionError
@@ -21,6 +22,7 @@ from mlops_supervisor._llm import ModelProvider, resolve_model
 from mlops_supervisor._logging import close_logging, make_logger
 from mlops_supervisor._pipeline import playbook, preflight
 from mlops_supervisor._planner import parse_request
+from mlops_supervisor._policy_store import apply_policy, approve_policy, resolve_policy
 from mlops_supervisor._report import build_report
 from mlops_supervisor._results import (
     DecisionRecord,
@@ -39,33 +41,30 @@ from mlops_supervisor._workspace import Workspace
 from mlops_supervisor.agents import SPECIALISTS
 from mlops_supervisor.policies import (
     ApprovalRequest,
+    ApprovalResponse,
     AuditLog,
     PatternRedactor,
     Policy,
+    PolicyFileError,
     Redactor,
     UnknownThreadError,
     UsageError,
+    approval_statement,
+    check_answer_signature,
     check_approver,
-    load_policy,
     redact_value,
+    request_statement,
+    sign_statement,
     verify_audit_log,
 )
+from mlops_supervisor.policies.identity import default_key_dir, load_private_key
 from mlops_supervisor.tools import ProgressFactory, ToolContext, ToolRegistry, build_tool_registry, no_progress
+from mlops_supervisor.tools.core import Chokepoint
 
 __all__ = ["Supervisor", "resolve_policy"]
 
 _THREAD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 NODES = ("supervisor", *SPECIALISTS)
-
-
-def resolve_policy(workspace: Workspace, policy: Path | Policy | None, settings: Settings) -> Policy:
-    """The policy in force: the one given, else ``MLOPS_POLICY``, else the workspace's, else the default."""
-    if isinstance(policy, Policy):
-        return policy
-    path = policy or settings.policy
-    if path is None and workspace.policy_path.exists():
-        path = workspace.policy_path
-    return load_policy(Path(path) if path is not None else None)
 
 
 def _tool_output(result: dict[str, Any]) -> ToolOutput:
@@ -102,12 +101,14 @@ class Supervisor:
         redactor: Redactor | None = None,
         progress: ProgressFactory | None = None,
         clock: Callable[[], datetime] | None = None,
+        key: str | Path | Ed25519PrivateKey | None = None,
     ) -> None:
         self.settings = settings or Settings()
         root = Path(workspace) if workspace is not None else self.settings.workspace
         # Validate everything before creating anything, so bad input leaves no trace.
         self.workspace = Workspace.open(root, create=False)
         self.user = user or self.settings.user
+        self._key = key
         self.model_spec = model or self.settings.model
         self._providers: dict[str, ModelProvider] = {}
         self._provider(self.model_spec)
@@ -121,8 +122,11 @@ class Supervisor:
         )
         self.log = make_logger(self.workspace.logs_dir, redactor=self.redactor, console_level=self.settings.log_level)
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
-        key = self.settings.pii_hash_key
-        self.tools = tools or build_tool_registry(
+        hash_key = self.settings.pii_hash_key
+        # Every mutating tool runs through this supervisor's chokepoint, acting as its user, whoever
+        # built the registry: `sup.tools.get(name).tool.invoke(...)` is decided and audited like `call`.
+        self._chokepoint = Chokepoint(policy=self.policy, audit=self.audit, redactor=self.redactor, actor=self.user)
+        registry = tools or build_tool_registry(
             ToolContext(
                 workspace=self.workspace.root,
                 audit=self.audit,
@@ -131,11 +135,13 @@ class Supervisor:
                 tracking_uri=self.settings.mlflow_tracking_uri,
                 max_dataset_mb=self.settings.max_dataset_mb,
                 n_jobs=self.settings.n_jobs,
-                pii_hash_key=key.get_secret_value() if key is not None else None,
+                pii_hash_key=hash_key.get_secret_value() if hash_key is not None else None,
                 progress=progress or no_progress,
                 clock=self.clock,
-            )
+            ),
+            actor=self.user,
         )
+        self.tools = registry.routed_through(self._chokepoint.call)
         self._conn = sqlite3.connect(self.workspace.checkpoints_path, check_same_thread=False)
         self._saver = SqliteSaver(self._conn)
         self._graphs: dict[str, Any] = {}
@@ -257,9 +263,20 @@ class Supervisor:
         if commands is None:  # parsed before anything is recorded: a request it refuses leaves no line
             commands = self._commands(text)
         transcript = [*(existing.values.get("transcript", []) if existing else []), HumanMessage(text)]
+        key = self.signing_key(self.user)
+        signed = (
+            sign_statement(
+                key,
+                self.user,
+                request_statement(thread_id=thread_id, requester=self.user, request=text, at=self.clock()),
+            )
+            if key is not None
+            else None
+        )
         state = initial_state(
             thread_id=thread_id,
             requester=self.user,
+            request_signed=signed.model_dump() if signed else None,
             request=text,
             model=self.model_spec,
             transcript=transcript,
@@ -274,8 +291,23 @@ class Supervisor:
             model=self.model_spec,
             policy=self.policy.source,
             policy_sha256=self.policy.digest,
+            signed_by=signed.key if signed else None,
         )
         return thread_id, dict(state)
+
+    def signing_key(self, name: str, key: str | Path | Ed25519PrivateKey | None = None) -> Ed25519PrivateKey | None:
+        """``name``'s private key: the one given, else (for this supervisor's user) the one it was built with or
+        ``MLOPS_KEY``, else ``<key dir>/<name>`` when it exists; None when there is none."""
+        if isinstance(key, Ed25519PrivateKey):
+            return key
+        if key is None and name == self.user:
+            key = self._key if self._key is not None else self.settings.key
+        if isinstance(key, Ed25519PrivateKey):
+            return key
+        if key is not None:
+            return load_private_key(Path(key))
+        default = default_key_dir() / name
+        return load_private_key(default) if default.exists() else None
 
     def _commands(self, redacted: str) -> list[dict[str, Any]]:
         """The offline planner's commands, parsed from the redacted request: they are kept in the checkpoint."""
@@ -316,7 +348,14 @@ class Supervisor:
         commands = playbook(loaded, stop_after)
         return self.run_commands(f"run {loaded.path} --stop-after {stop_after}", commands, thread_id=thread_id)
 
-    def _answer(self, thread_id: str, decision: str, reason: str, approver: str | None) -> RunResult:
+    def _answer(
+        self,
+        thread_id: str,
+        decision: str,
+        reason: str,
+        approver: str | None,
+        key: str | Path | Ed25519PrivateKey | None = None,
+    ) -> RunResult:
         snapshot = self._require_thread(thread_id)
         if not snapshot.interrupts:
             raise UsageError(
@@ -325,6 +364,18 @@ class Supervisor:
         who = approver or self.user
         request = ApprovalRequest.model_validate(snapshot.values["pending"][0])
         refused = check_approver(request, who, self.policy)
+        answer: dict[str, Any] = {}
+        if refused is None:
+            private = self._required_key(who, key)
+            signed = sign_statement(private, who, approval_statement(request, decision=decision, approver=who))
+            answer = {
+                "decision": decision,
+                "approver": who,
+                "binding": request.binding,
+                "reason": self.redactor.redact_text(reason),
+                "signed": signed.model_dump(),
+            }
+            refused = check_answer_signature(request, ApprovalResponse.model_validate(answer), self.policy)
         if refused is not None:
             # The thread stays paused: a refused approver must not consume the request.
             self.audit.append(
@@ -346,24 +397,33 @@ class Supervisor:
                     ),
                 }
             )
-        answer = {
-            "decision": decision,
-            "approver": who,
-            "binding": request.binding,
-            "reason": self.redactor.redact_text(reason),
-        }
         spec = snapshot.values.get("model") or self.model_spec
         return self._invoke(spec, Command(resume=answer), thread_id)
 
-    def approve(self, thread_id: str, *, reason: str = "", approver: str | None = None) -> RunResult:
-        """Approve the action a thread waits on, as ``approver`` (default: this supervisor's user)."""
-        return self._answer(thread_id, "approve", reason, approver)
+    def approve(
+        self,
+        thread_id: str,
+        *,
+        reason: str = "",
+        approver: str | None = None,
+        key: str | Path | Ed25519PrivateKey | None = None,
+    ) -> RunResult:
+        """Approve the action a thread waits on, as ``approver`` (default: this supervisor's user), signed with
+        their key (``key``, else their key file: see ``signing_key``)."""
+        return self._answer(thread_id, "approve", reason, approver, key)
 
-    def reject(self, thread_id: str, *, reason: str, approver: str | None = None) -> RunResult:
-        """Reject the action a thread waits on; ``reason`` is recorded."""
+    def reject(
+        self,
+        thread_id: str,
+        *,
+        reason: str,
+        approver: str | None = None,
+        key: str | Path | Ed25519PrivateKey | None = None,
+    ) -> RunResult:
+        """Reject the action a thread waits on; ``reason`` is recorded, the answer signed like an approval."""
         if not reason.strip():
             raise UsageError("a rejection needs a reason (--reason TEXT)")
-        return self._answer(thread_id, "reject", reason, approver)
+        return self._answer(thread_id, "reject", reason, approver, key)
 
     def resume(self, thread_id: str) -> RunResult:
         """Continue a thread that stopped part-way (a crash); a finished thread is reported as it is."""
@@ -416,7 +476,11 @@ class Supervisor:
         )
 
     def endpoints(self) -> list[EndpointSummary]:
-        """Each model this workspace serves, with whether its router and versions are running now."""
+        """Each endpoint this workspace serves, with whether its router and versions are running now.
+
+        A model's production endpoint is named after it; its staging endpoint, with its own router
+        and URL, is ``MODEL@staging``.
+        """
         from mlops_supervisor.tools.serving import LocalBackend
 
         backend = LocalBackend.for_workspace(self.workspace.root, self.settings.mlflow_tracking_uri)
@@ -436,6 +500,71 @@ class Supervisor:
                 )
             )
         return summaries
+
+    def apply_policy(self, path: str | Path, *, key: str | Path | Ed25519PrivateKey | None = None) -> dict[str, Any]:
+        """Install the policy file ``path`` as the workspace policy, signed by this supervisor's user.
+
+        A change that loosens any rule is only proposed: an approver of the policy in force then
+        approves it (``approve_policy``). The new policy governs supervisors opened afterwards.
+        """
+        try:
+            text = Path(path).read_text("utf-8")
+        except OSError as exc:
+            raise PolicyFileError(f"policy file {path} cannot be read: {exc}") from None
+        return apply_policy(
+            self.workspace, self.audit, text, signer=self.user, key=self._required_key(self.user, key), source=str(path)
+        )
+
+    def approve_policy(
+        self, digest: str, *, approver: str | None = None, key: str | Path | Ed25519PrivateKey | None = None
+    ) -> dict[str, Any]:
+        """Approve and install the proposed policy change whose digest starts with ``digest``."""
+        who = approver or self.user
+        return approve_policy(self.workspace, self.audit, digest, approver=who, key=self._required_key(who, key))
+
+    def _required_key(self, name: str, key: str | Path | Ed25519PrivateKey | None) -> Ed25519PrivateKey:
+        private = self.signing_key(name, key)
+        if private is None:
+            raise UsageError(
+                f"this needs {name}'s private key to sign with: none at {default_key_dir() / name}, and none was "
+                f"given (--key PATH or MLOPS_KEY); make one with `mlops-supervisor keys init {name}` and have its "
+                "public line listed under people in the policy"
+            )
+        return private
+
+    def call(self, tool: str, /, **args: Any) -> Any:
+        """Call one tool directly, governed as the graph governs it: the documented direct-call entry point.
+
+        The chokepoint decides first (the policy's denied tools, the arguments, the tool's gate over
+        evidence read now; a tool the policy holds for approval is refused, since a direct call
+        cannot wait for one: ``ask`` instead) and writes a ``decision`` line naming this supervisor's
+        user, then runs the tool and writes its ``tool_result``. Returns the output, parsed from JSON
+        where the tool speaks JSON. A refusal raises ``GateRefusedError`` carrying the deny decision;
+        arguments the tool's schema refuses raise ``InvalidInputError``.
+        """
+        if tool not in self.tools:
+            raise UsageError(f"there is no tool named {tool!r}; tools: {', '.join(sorted(self.tools.names))}")
+        output = self._chokepoint.call(self.tools.get(tool), args)
+        try:
+            return json.loads(output)
+        except (TypeError, ValueError):
+            return output
+
+    def up(self, model: str | None = None) -> list[dict[str, Any]]:
+        """Restart what died of the endpoints this workspace serves (every model, or ``model``), as recorded.
+
+        A governed operation (the tool ``restore_endpoints``, through ``call``): decided and audited.
+        """
+        restored: list[dict[str, Any]] = self.call("restore_endpoints", model=model)
+        return restored
+
+    def down(self, model: str | None = None) -> list[dict[str, Any]]:
+        """Stop the model servers and routers this workspace runs (every model, or ``model``), strays included.
+
+        A governed operation (the tool ``stop_endpoints``, through ``call``): decided and audited.
+        """
+        stopped: list[dict[str, Any]] = self.call("stop_endpoints", model=model)
+        return stopped
 
     def mermaid(self) -> str:
         """The graph's Mermaid drawing."""

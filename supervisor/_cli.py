@@ -37,6 +37,12 @@ audit_app = typer.Typer(help="Inspect and verify the hash-chained audit log.", n
 app.add_typer(audit_app, name="audit")
 spec_app = typer.Typer(help="Pipeline spec files: their JSON Schema and a check.", no_args_is_help=True)
 app.add_typer(spec_app, name="spec")
+keys_app = typer.Typer(help="Ed25519 keys: people are keys, names are not proof.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+policy_app = typer.Typer(
+    help="The workspace policy in force: show it, change it by signed approval.", no_args_is_help=True
+)
+app.add_typer(policy_app, name="policy")
 
 out = Console()
 err = Console(stderr=True)
@@ -67,6 +73,12 @@ ModelOpt = Annotated[
 ]
 ThreadOpt = Annotated[str | None, typer.Option("--thread", help="thread id to continue or create")]
 AsOpt = Annotated[str | None, typer.Option("--as", help="act as this user (overrides the global --as)")]
+KeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--key", help="your Ed25519 private key [default: MLOPS_KEY, else <config>/mlops-supervisor/keys/NAME]"
+    ),
+]
 
 
 @app.callback()
@@ -155,11 +167,12 @@ def approve(
     thread: Annotated[str, typer.Argument(help="thread id awaiting approval")],
     reason: Annotated[str, typer.Option("--reason", help="why you approve")] = "",
     user: AsOpt = None,
+    key: KeyOpt = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Approve the action a paused thread waits on, and let it finish."""
+    """Approve the action a paused thread waits on, signed with your key, and let it finish."""
     with _supervisor(user=user) as sup:
-        result = sup.approve(thread, reason=reason)
+        result = sup.approve(thread, reason=reason, key=key)
     _emit(result, as_json)
 
 
@@ -168,11 +181,12 @@ def reject(
     thread: Annotated[str, typer.Argument(help="thread id awaiting approval")],
     reason: Annotated[str, typer.Option("--reason", help="why you reject (recorded)")],
     user: AsOpt = None,
+    key: KeyOpt = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Reject the action a paused thread waits on; the reason is recorded."""
+    """Reject the action a paused thread waits on, signed with your key; the reason is recorded."""
     with _supervisor(user=user) as sup:
-        result = sup.reject(thread, reason=reason)
+        result = sup.reject(thread, reason=reason, key=key)
     _emit(result, as_json)
 
 
@@ -205,19 +219,13 @@ def rollback(
     _emit(result, as_json)
 
 
-def _backend_models(model_name: str | None) -> tuple[Any, list[str]]:
-    """The workspace's serving backend and the models a command acts on (all, or the one named)."""
-    from mlops_supervisor._settings import Settings
-    from mlops_supervisor.tools.serving import LocalBackend
+@contextmanager
+def _endpoint_operation() -> Iterator[Supervisor]:
+    """A supervisor whose direct calls are recorded as coming from the command line."""
+    from mlops_supervisor.tools.core import invoked_from
 
-    root = _workspace_path()
-    backend = LocalBackend.for_workspace(root, Settings().mlflow_tracking_uri)
-    known = backend.models()
-    if model_name is not None and model_name not in known:
-        raise UsageError(
-            f"model {model_name!r} has no serving state in {root}; served here: {', '.join(known) or 'none'}"
-        )
-    return backend, [model_name] if model_name else known
+    with _supervisor("offline") as sup, invoked_from("cli"):
+        yield sup
 
 
 @app.command()
@@ -225,9 +233,9 @@ def down(
     model_name: Annotated[str | None, typer.Argument(metavar="[MODEL]", help="one model; omit for all")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Stop the model servers and routers this workspace runs."""
-    backend, models = _backend_models(model_name)
-    stopped = [backend.stop(m) for m in models]
+    """Stop the model servers and routers this workspace runs (decided by the policy and audited)."""
+    with _endpoint_operation() as sup:
+        stopped = sup.down(model_name)
     if as_json:
         sys.stdout.write(json.dumps({"status": "done", "stopped": stopped}) + "\n")
     else:
@@ -239,9 +247,9 @@ def up(
     model_name: Annotated[str | None, typer.Argument(metavar="[MODEL]", help="one model; omit for all")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Restart the model servers and routers of this workspace that died, as they were recorded."""
-    backend, models = _backend_models(model_name)
-    restored = [backend.restore(m) for m in models]
+    """Restart the model servers and routers of this workspace that died, as recorded (decided and audited)."""
+    with _endpoint_operation() as sup:
+        restored = sup.up(model_name)
     if as_json:
         sys.stdout.write(json.dumps({"status": "done", "restored": restored}) + "\n")
     else:
@@ -412,6 +420,101 @@ def audit_show(
             str(r.get("seq")), str(r.get("ts", ""))[:19], str(r.get("event")), str(r.get("thread_id", "")), detail
         )
     out.print(table)
+
+
+@keys_app.command("init")
+def keys_init(
+    name: Annotated[str, typer.Argument(help="the person the key is for (the name they act as with --as)")],
+    key_dir: Annotated[
+        Path | None,
+        typer.Option("--dir", help="where to keep it [default: MLOPS_KEY_DIR or <config>/mlops-supervisor/keys]"),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Make an Ed25519 key pair for NAME (private key 0600, never in the workspace) and print its policy line."""
+    from mlops_supervisor.policies.identity import default_key_dir, generate_key
+
+    if not name.strip() or "/" in name or name.startswith("."):
+        raise UsageError(f"key name {name!r} is not allowed; use the person's name, without '/' or a leading '.'")
+    path = (key_dir or default_key_dir()).expanduser().absolute() / name
+    line = generate_key(path, comment=name)
+    if as_json:
+        sys.stdout.write(
+            json.dumps({"status": "done", "name": name, "private_key": str(path), "public_key": line}) + "\n"
+        )
+        return
+    err.print(f"private key written to {path} (mode 0600); keep it to yourself")
+    err.print("add this line under people in the workspace policy:")
+    sys.stdout.write(f"  {name}: {line}\n")
+
+
+@policy_app.command("show")
+def policy_show(as_json: JsonFlag = False) -> None:
+    """The policy in force (verified against its signed installation) and who installed it."""
+    from mlops_supervisor._policy_store import policy_in_force
+    from mlops_supervisor._workspace import Workspace
+
+    policy = policy_in_force(Workspace(_workspace_path()))
+    facts = {
+        "status": "done",
+        "source": policy.source,
+        "sha256": policy.digest,
+        "people": sorted(policy.people),
+        "approvers": list(policy.approvers),
+        "held_for_approval": list(policy.approval.required_for),
+    }
+    if as_json:
+        sys.stdout.write(json.dumps(facts) + "\n")
+        return
+    for k, v in facts.items():
+        if k != "status":
+            out.print(f"{k}: {', '.join(v) if isinstance(v, list) else v}")
+
+
+@policy_app.command("apply")
+def policy_apply(
+    file: Annotated[Path, typer.Argument(help="the new policy (YAML)")],
+    user: AsOpt = None,
+    key: KeyOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Install FILE as the workspace policy, signed by you; a loosening waits for an approver's signature."""
+    with _supervisor("offline", user=user) as sup:
+        result = sup.apply_policy(file, key=key)
+    _emit_dict(result, as_json)
+
+
+@policy_app.command("approve")
+def policy_approve(
+    digest: Annotated[str, typer.Argument(help="the proposed policy's sha256 (6+ characters)")],
+    user: AsOpt = None,
+    key: KeyOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Approve a proposed loosening of the workspace policy, signed by you, and install it."""
+    with _supervisor("offline", user=user) as sup:
+        result = sup.approve_policy(digest, key=key)
+    _emit_dict(result, as_json)
+
+
+def _emit_dict(result: dict[str, Any], as_json: bool) -> NoReturn:
+    """Print a policy change's outcome; exit 4 while it awaits an approval, like a paused thread."""
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+    elif result["status"] == "installed":
+        out.print(
+            f"installed policy {result['digest'][:12]} (signed by {result['proposer']}"
+            + (f", approved by {result['approver']}" if result.get("approver") else "")
+            + ")"
+            + (f"; it loosens: {'; '.join(result['widenings'])}" if result.get("widenings") else "")
+        )
+    else:
+        out.print(f"proposed policy {result['digest'][:12]}; it loosens: {'; '.join(result['widenings'])}")
+        err.print(
+            f"[yellow]awaiting approval[/] by one of {', '.join(result['approvers']) or 'nobody'}: "
+            f"{result['approve_command']}"
+        )
+    raise typer.Exit(0 if result["status"] == "installed" else 4)
 
 
 def _workspace_path() -> Path:

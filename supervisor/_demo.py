@@ -2,8 +2,9 @@
 
 On real parts: data, training, evaluation with fairness and registration of
 ``examples/adult-income.yaml`` on the workspace's MLflow store; version 1 served by a real
-model server behind a real router, held-out rows as traffic, its analysis, a promotion held
-until a different, listed person approves; monitoring with a shifted window that raises a
+model server behind a real router once a different, listed person signs the approval its
+first production deploy needs (the requester's own signature refused), held-out rows as
+traffic, its analysis after the analysis window; monitoring with a shifted window that raises a
 drift alert; a second version whose canary server is killed mid-analysis and rolled back
 automatically while version 1 keeps serving; a hostile model against the allow-lists; and
 the audit chain that records it all. Servers stop at the end unless ``keep_serving``.
@@ -12,9 +13,11 @@ the audit chain that records it all. Servers stop at the end unless ``keep_servi
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,11 +29,14 @@ import yaml
 from rich.console import Console
 
 from mlops_supervisor._api import Supervisor
+from mlops_supervisor._policy_store import policy_in_force
 from mlops_supervisor._results import Report, RunResult
 from mlops_supervisor._settings import default_user
+from mlops_supervisor._workspace import Workspace
 from mlops_supervisor.agents import SPECIALISTS
 from mlops_supervisor.policies import verify_audit_log
-from mlops_supervisor.testing import adversarial_allow_list_script
+from mlops_supervisor.testing import KeyRing, adversarial_allow_list_script, install_policy
+from mlops_supervisor.tools import load_spec
 
 __all__ = ["DEMO_APPROVER", "run_demo"]
 
@@ -57,13 +63,28 @@ def _outputs(result: RunResult) -> dict[str, Any]:
 
 
 def _held_out_rows(root: Path) -> list[dict[str, Any]]:
-    from mlops_supervisor.tools import load_spec
 
     spec = load_spec(EXAMPLE_SPEC).spec
     test = pd.read_parquet(next(root.glob("datasets/*/splits/*/test.parquet")))
     features = [c for c in test.columns if c not in {spec.data.target, *spec.data.sensitive_features}]
     rows: list[dict[str, Any]] = json.loads(test[features].to_json(orient="records"))
     return rows
+
+
+def _signatures(root: Path, thread_id: str) -> str:
+    """Who signed what on ``thread_id``, from the verified statements its approval line carries."""
+    from mlops_supervisor.policies import AuditLog
+
+    for record in AuditLog(root / "audit.jsonl").records():
+        if record.get("event") == "approval" and record.get("thread_id") == thread_id and record.get("approval_signed"):
+            asked, said = record["request_signed"], record["approval_signed"]
+            return (
+                f"request signed by {asked['signer']} (key {asked['key'][:19]}…), approval of "
+                f"{said['statement']['action']} for {said['statement']['model']} version "
+                f"{said['statement']['version']} signed by {said['signer']} (key {said['key'][:19]}…), "
+                f"over evidence {str(said['statement']['evidence_digest'])[:12]}"
+            )
+    return "no signed approval on record"
 
 
 def _where_things_are(root: Path, model: str) -> str:
@@ -77,7 +98,7 @@ def _where_things_are(root: Path, model: str) -> str:
         ("hash-chained audit log", root / "audit.jsonl"),
         ("thread checkpoints", root / "checkpoints.sqlite"),
         ("structured logs", root / "logs"),
-        ("the demo policy", root / "demo-policy.yaml"),
+        ("the workspace policy (installed, signed) and its history", root / "policy.yaml"),
     ]
     return "Where things are:\n" + "\n".join(f"- {what}: `{where}`" for what, where in places)
 
@@ -130,8 +151,15 @@ def _run_demo(workspace: Path, *, requester: str | None, console: Console | None
     requester = requester or default_user()
     if requester == DEMO_APPROVER:
         requester = "demo-requester"
-    policy_path = root / "demo-policy.yaml"
-    policy_path.write_text(yaml.safe_dump({"approvers": [DEMO_APPROVER]}), "utf-8")
+    # Demo identities are keys too: throwaway ones beside the demo workspace (never in it), and a
+    # workspace policy listing them, installed on the demo approver's signature like any other.
+    keys = KeyRing(Path(workspace).expanduser().absolute() / "demo-keys")
+    keys.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    policy_path = keys.directory / "demo-policy.yaml"
+    text = yaml.safe_dump(keys.policy(approvers=[DEMO_APPROVER], people=[requester]))
+    policy_path.write_text(text, "utf-8")
+    if policy_in_force(Workspace(root)).digest != hashlib.sha256(text.encode("utf-8")).hexdigest():
+        install_policy(root, policy_path, admin=DEMO_APPROVER, keys=keys)
     script_path = root / "adversary.yaml"
     script_path.write_text(
         yaml.safe_dump(adversarial_allow_list_script({n: s.tools for n, s in SPECIALISTS.items()})), "utf-8"
@@ -147,7 +175,7 @@ def _run_demo(workspace: Path, *, requester: str | None, console: Console | None
         checks.append((label, ok, detail))
         say(f"{'[green]✓[/]' if ok else '[red]✗[/]'} {label}: {detail}")
 
-    with Supervisor(root, model="offline", user=requester, policy=policy_path) as sup:
+    with Supervisor(root, model="offline", user=requester, key=keys.path(requester)) as sup:
         say("[bold]1. The offline planner's grammar[/]")
         help_result = sup.ask("help")
         check("help lists the grammar", "promote MODEL version N" in help_result.report.summary, "offline, no key")
@@ -187,25 +215,13 @@ def _run_demo(workspace: Path, *, requester: str | None, console: Console | None
         else:
             say(f"[yellow]skipped[/]: {EXAMPLE_SPEC} is not here (the demo runs it from a source checkout)")
 
-        say("[bold]3b. Version 1 goes live: its own server behind the router, held-out rows as traffic[/]")
-        url = ""
-        if version:
-            deployed = sup.ask(f"deploy {model} version {version}")
-            out = _outputs(deployed)
-            url = out["deploy_model"]["status"]["router"]["url"] if "deploy_model" in out else ""
-            rows = _held_out_rows(root)
-            codes = _traffic(url, rows, 150) if url else Counter()
-            smoke = sup.ask(f"analyze canary {model}")
-            verdict = _outputs(smoke).get("advance_canary", {})
-            check(
-                "version 1 deployed, served 150 requests, analysis passed",
-                codes == Counter({200: 150}) and verdict.get("canary") == "passed",
-                f"router {url}; {dict(codes)}; verdict {verdict.get('verdict')}: {'; '.join(verdict.get('reasons', []))}",
-            )
-
-        say("[bold]4. A promotion to production is held for a human approval[/]")
-        held = sup.ask(f"promote {model} version {max(version, 1)} to production")
-        check("promotion paused, bound to the evidence", held.status == "awaiting_approval", f"thread {held.thread_id}")
+        say("[bold]4. Version 1 to production: a first deploy waits for the champion gate and a signed approval[/]")
+        held = sup.ask(f"deploy {model} version {max(version, 1)} to production")
+        check(
+            "first production deploy paused, bound to the evidence",
+            held.status == "awaiting_approval",
+            f"thread {held.thread_id}, requested and signed by {requester}",
+        )
 
         say(f"[bold]5. {requester} tries to approve their own request[/]")
         self_approval = sup.approve(held.thread_id)
@@ -215,19 +231,40 @@ def _run_demo(workspace: Path, *, requester: str | None, console: Console | None
             next((d.reason_code for d in self_approval.decisions if d.reason_code == "self_approval"), "?"),
         )
 
-    say(f"[bold]6. {DEMO_APPROVER} approves (a demo identity named in the demo policy, not a real person)[/]")
-    with Supervisor(root, model="offline", user=DEMO_APPROVER, policy=policy_path) as approver:
+    say(f"[bold]6. {DEMO_APPROVER} signs the approval (a demo identity with its own key, not a real person)[/]")
+    with Supervisor(root, model="offline", user=DEMO_APPROVER, key=keys.path(DEMO_APPROVER)) as approver:
         approved = approver.approve(held.thread_id, reason="demo approval")
+    out = _outputs(approved)
+    url = out["deploy_model"]["status"]["router"]["url"] if "deploy_model" in out else ""
+    signed = _signatures(root, held.thread_id)
     check(
-        "approval accepted; the version is champion",
-        approved.status == "done",
-        f"{model} version {version} is champion, approved by {DEMO_APPROVER}"
-        if approved.status == "done"
-        else approved.report.summary,
+        "approval verified; version 1 serves all production traffic and is champion",
+        approved.status == "done" and bool(url),
+        f"{model} version {version} live at {url}; {signed}" if approved.status == "done" else approved.report.summary,
     )
 
+    rows: list[dict[str, Any]] = []
     if url:
-        with Supervisor(root, model="offline", user=requester, policy=policy_path) as sup:
+        with Supervisor(root, model="offline", user=requester, key=keys.path(requester)) as sup:
+            say("[bold]6a. Held-out rows as traffic, then the analysis once its window has passed[/]")
+            rows = _held_out_rows(root)
+            started = time.monotonic()
+            codes = _traffic(url, rows, 150)
+            window = load_spec(EXAMPLE_SPEC).spec.deployment.analysis.window_seconds
+            wait = window + 1 - (time.monotonic() - started)
+            if wait > 0:
+                say(f"waiting {wait:.0f} s for the {window:g} s analysis window (the policy and the spec ask for it)")
+                time.sleep(wait)
+            smoke = sup.ask(f"analyze canary {model}")
+            verdict = _outputs(smoke).get("advance_canary", {})
+            check(
+                "version 1 served 150 requests, analysis passed",
+                codes == Counter({200: 150}) and verdict.get("canary") == "passed",
+                f"router {url}; {dict(codes)}; verdict {verdict.get('verdict')}: {'; '.join(verdict.get('reasons', []))}",
+            )
+
+    if url:
+        with Supervisor(root, model="offline", user=requester, key=keys.path(requester)) as sup:
             say("[bold]6b. Monitoring: a window of traffic from people 15 years older than the training data[/]")
             older = [{**row, "age": row["age"] + 15} for row in rows]
             _traffic(url, older, 150, batch=10)
@@ -268,7 +305,7 @@ def _run_demo(workspace: Path, *, requester: str | None, console: Console | None
             )
 
     say("[bold]7. A hostile model tries every other specialist's tools[/]")
-    with Supervisor(root, model=f"scripted:{script_path}", user="mallory", policy=policy_path) as hostile:
+    with Supervisor(root, model=f"scripted:{script_path}", user="mallory") as hostile:
         attack = hostile.ask("do everything")
         ran_bodies = sum(
             1
@@ -301,15 +338,18 @@ def _run_demo(workspace: Path, *, requester: str | None, console: Console | None
     lines = [f"- {'pass' if ok else 'FAIL'}: {label} ({detail})" for label, ok, detail in checks]
     report = Report(
         plan="1. help  2. verify audit, show policy  3. data, training, evaluation, registration on Adult  "
-        "3b. deploy version 1, traffic, analysis  4. promote (held)  5. self-approval  6. approval by the demo "
-        "approver  6b. shifted traffic, drift alert  6c. faulty canary, automatic rollback  7. hostile model  "
-        "8. audit verify",
-        design=f"Offline planner; policy {policy_path} names `{DEMO_APPROVER}` as the only approver. "
-        f"`{DEMO_APPROVER}` is a demo identity so the flow can run unattended; in real use the "
-        "approver is a person listed in your policy file.",
+        "4. first production deploy of version 1 (held)  5. self-approval  6. signed approval by the demo "
+        "approver  6a. traffic, analysis after its window  6b. shifted traffic, drift alert  6c. faulty canary, "
+        "automatic rollback  7. hostile model  8. audit verify",
+        design=f"Offline planner; the workspace policy (installed from {policy_path}, signed by "
+        f"`{DEMO_APPROVER}`) lists `{requester}` and `{DEMO_APPROVER}` with their Ed25519 keys and names "
+        f"`{DEMO_APPROVER}` as the only approver. Signatures: {_signatures(root, held.thread_id)}. "
+        f"`{DEMO_APPROVER}` is a demo identity whose key is in {keys.directory}, so the flow can run "
+        "unattended; in real use each approver is a person holding their own key.",
         changes="The Adult data set was versioned and split in the demo workspace, its candidates were logged "
         "to its MLflow store, the best was registered, evaluated (report, plots, fairness) and made challenger; "
-        "version 1 was deployed, analysed and promoted to champion with full traffic after the approval; "
+        "version 1 became champion with all production traffic once its signed approval was verified, and passed "
+        "its analysis; "
         "version 2 was deployed as a canary, failed its analysis and was rolled back.\n\n"
         + _where_things_are(root, model),
         verification="\n".join(lines),

@@ -31,20 +31,20 @@ from mlops_supervisor.policies import (
     ApprovalResponse,
     AuditLog,
     Decision,
-    GateRefusedError,
-    InvalidInputError,
     Policy,
     ProposedCall,
     ReasonCode,
     Redactor,
-    ToolNotAvailableError,
+    check_signed_request,
     decide_tool_call,
     evaluate_approval,
     new_approval_request,
     redact_value,
 )
 from mlops_supervisor.policies.engine import approval_binding
+from mlops_supervisor.policies.identity import Signed
 from mlops_supervisor.tools import GateResult, ToolRegistry
+from mlops_supervisor.tools.core import CallSite, Chokepoint, run_gate
 
 __all__ = ["Route", "Runtime", "build_graph", "fence_untrusted"]
 
@@ -81,6 +81,11 @@ _GATE_CODES = frozenset(
         ReasonCode.APPROVAL_EVIDENCE_CHANGED,
         ReasonCode.ALIAS_NOT_GOVERNED,
         ReasonCode.CONCURRENT_CHANGE,
+        ReasonCode.EVIDENCE_UNAVAILABLE,
+        ReasonCode.REQUEST_NOT_SIGNED,
+        ReasonCode.SIGNATURE_INVALID,
+        ReasonCode.EVALUATION_FLOORS_WEAKER,
+        ReasonCode.CANARY_BELOW_POLICY,
     }
 )
 
@@ -275,19 +280,8 @@ def _denial_message(call: Mapping[str, Any], decision: Decision) -> ToolMessage:
 
 
 def _run_gate(runtime: Runtime, call: Mapping[str, Any]) -> GateResult | None:
-    """The tool's gate over evidence read now; a gate that cannot read its evidence refuses."""
-    governed = runtime.tools.get(call["name"])
-    if governed.gate is None:
-        return None
-    try:
-        return governed.gate(call["args"])
-    except InvalidInputError as exc:
-        return GateResult(Decision.deny(call["name"], ReasonCode.INVALID_ARGUMENTS, str(exc)))
-    except Exception as exc:  # noqa: BLE001 - fail closed: evidence that cannot be read is no evidence
-        message = (
-            f"the gate of {call['name']} could not read its evidence ({type(exc).__name__}: {exc}); nothing was done"
-        )
-        return GateResult(Decision.deny(call["name"], ReasonCode.EVIDENCE_UNAVAILABLE, message))
+    """The tool's gate over evidence read now; a gate that cannot read its evidence refuses (``run_gate``)."""
+    return run_gate(runtime.tools.get(call["name"]), call["args"])
 
 
 def _gated_decision(decision: Decision, gated: GateResult, thread_id: str, call: ProposedCall) -> Decision:
@@ -335,6 +329,17 @@ def _policy_node(runtime: Runtime) -> _Node[Command[Any]]:
             gated = _run_gate(runtime, call) if decision.kind != "deny" else None
             if gated is not None:
                 decision = _gated_decision(decision, gated, state["thread_id"], proposed)
+            signed = Signed.model_validate(state["request_signed"]) if state.get("request_signed") else None
+            if decision.kind == "needs_approval":
+                unsigned = check_signed_request(
+                    signed, requester=state.get("requester", ""), thread_id=state["thread_id"], policy=runtime.policy
+                )
+                if unsigned is not None:
+                    decision = Decision.deny(
+                        call["name"],
+                        ReasonCode.REQUEST_NOT_SIGNED,
+                        f"{call['name']!r} is held for approval: {unsigned}",
+                    )
             record = {"agent": agent, **decision.as_record()}
             decisions.append(record)
             runtime.audit.append(
@@ -357,6 +362,7 @@ def _policy_node(runtime: Runtime) -> _Node[Command[Any]]:
                     policy=runtime.policy,
                     approval_action=gated.approval_action if gated else "",
                     evidence_digest=gated.evidence_digest if gated and gated.approval_action else "",
+                    request_signed=signed,
                 )
                 pending.append(request.model_dump(mode="json"))
         goto = "approval" if pending else "tools" if allowed else agent
@@ -391,10 +397,11 @@ def _approval_node(runtime: Runtime) -> _Node[Command[Any]]:
         request = ApprovalRequest.model_validate(pending[0])
         # Nothing with a side effect may run above this line: the node replays on resume.
         answer = interrupt({"kind": "approval", **pending[0]})
+        signed_answer: Signed | None = None
         try:
             response = ApprovalResponse.model_validate(answer)
             decision = evaluate_approval(request, response, runtime.policy, now=runtime.clock())
-            approver = response.approver
+            approver, signed_answer = response.approver, response.signed
             if decision.allowed and request.evidence_digest:
                 decision = _evidence_still_holds(runtime, request)
         except ValidationError as exc:
@@ -414,6 +421,14 @@ def _approval_node(runtime: Runtime) -> _Node[Command[Any]]:
             if request.approval_action
             else {}
         )
+        signatures = (
+            {
+                "request_signed": request.request_signed.model_dump() if request.request_signed else None,
+                "approval_signed": signed_answer.model_dump() if signed_answer else None,
+            }
+            if decision.allowed
+            else {}
+        )
         runtime.audit.append(
             "approval",
             thread_id=request.thread_id,
@@ -422,6 +437,7 @@ def _approval_node(runtime: Runtime) -> _Node[Command[Any]]:
             binding=request.binding,
             **bound,
             **record,
+            **signatures,
         )
         history = list(state.get("agent_messages", []))
         allowed = list(state.get("allowed", []))
@@ -459,6 +475,10 @@ def fence_untrusted(tool: str, text: str) -> str:
 
 
 def _tools_node(runtime: Runtime) -> _Node[Command[Any]]:
+    # The one place a body runs: the chokepoint, here told the decision the policy (or approval)
+    # node already made and audited, so it is not decided or written twice.
+    chokepoint = Chokepoint(policy=runtime.policy, audit=runtime.audit, redactor=runtime.redactor)
+
     def tools(state: SupervisorState) -> Command[Any]:
         history = list(state.get("agent_messages", []))
         results = list(state.get("tool_results", []))
@@ -466,38 +486,19 @@ def _tools_node(runtime: Runtime) -> _Node[Command[Any]]:
         agent = state["route"]["agent"]
         for call in state.get("allowed", []):
             governed = runtime.tools.get(call["name"])
-            args = runtime.redact(call["args"])
-            runtime.audit.append("tool_call", thread_id=state["thread_id"], agent=agent, action=call["name"], args=args)
-            reason_code = ""
-            try:
-                output = str(governed.tool.invoke(args))
-                outcome = "ok"
-            except ToolNotAvailableError as exc:
-                output, outcome = str(exc), "unavailable"
-            except GateRefusedError as exc:
-                refusal = exc.decision
-                assert isinstance(refusal, Decision)
-                output, outcome, reason_code = refusal.message, "refused", refusal.reason_code.value
-                record = {"agent": agent, **refusal.as_record()}
-                decisions.append(record)
-                runtime.audit.append(
-                    "decision", thread_id=state["thread_id"], requester=state.get("requester"), args=args, **record
-                )
-            except InvalidInputError as exc:
-                output, outcome, reason_code = str(exc), "invalid_input", exc.reason_code
-            except Exception as exc:  # noqa: BLE001 - a tool error is reported to the agent, not raised
-                output, outcome = f"{type(exc).__name__}: {exc}", "error"
-            text = runtime.redactor.redact_text(output)
-            runtime.audit.append(
-                "tool_result",
+            site = CallSite(
+                origin="graph",
+                actor=state.get("requester", ""),
+                call_id=str(call["id"]),
                 thread_id=state["thread_id"],
                 agent=agent,
-                action=call["name"],
-                outcome=outcome,
-                **({"reason_code": reason_code} if reason_code else {}),
-                output_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
-                output_chars=len(text),
             )
+            done = chokepoint.invoke(
+                governed, call["args"], decided=Decision.allow(call["name"], "decided by the graph"), site=site
+            )
+            if done.refusal is not None:
+                decisions.append({"agent": agent, **done.refusal.as_record()})
+            text, outcome, args = done.text, done.outcome, done.args
             content = fence_untrusted(call["name"], text) if outcome == "ok" else text
             history.append(
                 ToolMessage(
@@ -513,7 +514,7 @@ def _tools_node(runtime: Runtime) -> _Node[Command[Any]]:
                     "tool": call["name"],
                     "args": args,
                     "outcome": outcome,
-                    "reason_code": reason_code,
+                    "reason_code": done.reason_code,
                     "mutates": governed.mutates,
                     "summary": text if len(text) <= 300 else text[:297] + "...",
                     "output": text,

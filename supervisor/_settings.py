@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     policy: Path | None = Field(
         default=None, description="policy file; default <workspace>/policy.yaml if present, else the shipped default"
     )
+    key: Path | None = Field(
+        default=None,
+        description="your Ed25519 private key (OpenSSH or PEM); default <config>/mlops-supervisor/keys/<user>",
+    )
     allow_model_requests: bool = Field(default=True, description="False refuses every request to a real LLM")
     audit_fsync: bool = Field(default=False, description="fsync the audit log after every line")
     log_level: str = Field(default="WARNING", description="console log level; the JSON log file takes INFO and up")

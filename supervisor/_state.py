@@ -20,6 +20,7 @@ class SupervisorState(TypedDict, total=False):
     thread_id: str
     requester: str
     request: str
+    request_signed: dict[str, Any] | None
     model: str
     mode: Literal["ask", "pipeline"]
     commands: list[dict[str, Any]]
@@ -47,12 +48,14 @@ def initial_state(
     transcript: list[BaseMessage],
     mode: Literal["ask", "pipeline"] = "ask",
     commands: list[dict[str, Any]] | None = None,
+    request_signed: dict[str, Any] | None = None,
 ) -> SupervisorState:
     """The state a new request starts from; it resets everything request-scoped."""
     return SupervisorState(
         thread_id=thread_id,
         requester=requester,
         request=request,
+        request_signed=request_signed,
         model=model,
         mode=mode,
         commands=commands or [],

@@ -26,9 +26,11 @@ from pydantic import Field, PrivateAttr
 from mlops_supervisor.policies import ScriptExhaustedError, UsageError
 
 __all__ = [
+    "KeyRing",
     "ScriptedChatModel",
     "adversarial_allow_list_script",
     "as_chunk",
+    "install_policy",
     "load_script",
     "message_from_step",
     "temporary_workspace",
@@ -159,6 +161,49 @@ def load_script(path: Path) -> dict[str, list[AIMessage]]:
             raise UsageError(f"script file {path}: node {node!r} must hold a list of steps")
         script[str(node)] = [message_from_step(s, f"{path}: {node}[{i}]") for i, s in enumerate(steps)]
     return script
+
+
+class KeyRing:
+    """Ed25519 keys for the people of a test or a demo, one private key file per name in ``directory``.
+
+    Point ``MLOPS_KEY_DIR`` at ``directory`` and a ``Supervisor`` (or the CLI) acting as a name
+    signs with that name's key. ``policy`` writes the ``people`` and ``approvers`` of a policy.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    def path(self, name: str) -> Path:
+        """Where ``name``'s private key is (made on first use of ``public``)."""
+        return self.directory / name
+
+    def public(self, name: str) -> str:
+        """``name``'s public key line, making the key pair first if there is none."""
+        from mlops_supervisor.policies.identity import generate_key, load_private_key, public_line
+
+        path = self.path(name)
+        if not path.exists():
+            return generate_key(path, comment=name)
+        return public_line(load_private_key(path).public_key(), comment=name)
+
+    def policy(self, *, approvers: Sequence[str] = (), people: Sequence[str] = (), **rest: Any) -> dict[str, Any]:
+        """A policy mapping listing ``approvers`` and ``people`` with their keys, plus ``rest``."""
+        names = dict.fromkeys([*approvers, *people])
+        return {"people": {n: self.public(n) for n in names}, "approvers": list(approvers), **rest}
+
+
+def install_policy(workspace: Path, policy: dict[str, Any] | Path, *, admin: str, keys: KeyRing) -> dict[str, Any]:
+    """Install ``policy`` as ``workspace``'s policy, signed by ``admin`` (listed in it, or in the one in force)."""
+    from mlops_supervisor._api import Supervisor
+
+    if isinstance(policy, Path):
+        path = policy
+    else:
+        keys.directory.mkdir(parents=True, exist_ok=True)
+        path = keys.directory / f"policy-{len(list(keys.directory.glob('policy-*')))}.yaml"
+        path.write_text(yaml.safe_dump(policy), "utf-8")
+    with Supervisor(workspace, user=admin, key=keys.path(admin)) as sup:
+        return sup.apply_policy(path)
 
 
 @contextmanager

@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
+from mlops_supervisor.testing import KeyRing, install_policy
+
 CLI = str(Path(sys.executable).parent / "mlops-supervisor")
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -37,12 +39,30 @@ def workspace(tmp_path: Path) -> Path:
     return tmp_path / "ws"
 
 
+@pytest.fixture(autouse=True)
+def key_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own key directory (``MLOPS_KEY_DIR``): nobody's real keys are read or written."""
+    path = tmp_path / "keys"
+    monkeypatch.setenv("MLOPS_KEY_DIR", str(path))
+    monkeypatch.delenv("MLOPS_KEY", raising=False)
+    return path
+
+
 @pytest.fixture
-def policy_file(tmp_path: Path) -> Path:
-    """A policy naming one approver, release-manager, that holds show_policy (a harmless read) for approval."""
+def keys(key_dir: Path) -> KeyRing:
+    """Ed25519 keys for the test's people, made on first use, in ``key_dir``."""
+    return KeyRing(key_dir)
+
+
+@pytest.fixture
+def policy_file(tmp_path: Path, workspace: Path, keys: KeyRing) -> Path:
+    """The workspace policy, installed (signed by release-manager): release-manager approves, alice may
+    request, and show_policy (a harmless read) is held for approval. The file it returns is that policy."""
     path = tmp_path / "policy.yaml"
     held = {"required_for": ["promote_model", "show_policy"]}
-    path.write_text(yaml.safe_dump({"approvers": ["release-manager"], "approval": held}), "utf-8")
+    doc = keys.policy(approvers=["release-manager"], people=["alice"], approval=held)
+    path.write_text(yaml.safe_dump(doc), "utf-8")
+    install_policy(workspace, path, admin="release-manager", keys=keys)
     return path
 
 

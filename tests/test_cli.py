@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -217,9 +218,11 @@ def test_demo_runs_the_data_and_training_stages_and_the_governance_checks(cli: C
     verification = payload["report"]["verification"]
     assert "FAIL" not in verification
     assert "candidates trained and logged (best gradient-boosting" in verification
-    assert "the version is champion" in verification
     for step in (
-        "version 1 deployed, served 150 requests, analysis passed",
+        "first production deploy paused, bound to the evidence",
+        "self-approval refused",
+        "approval verified; version 1 serves all production traffic and is champion",
+        "version 1 served 150 requests, analysis passed",
         "drift alert on age",
         "faulty canary rolled back automatically; version 1 kept serving",
         "servers stopped",
@@ -232,6 +235,17 @@ def test_demo_runs_the_data_and_training_stages_and_the_governance_checks(cli: C
     for place in ("mlflow.db", "mlartifacts", "datasets", "audit.jsonl", "serving/adult-income-classifier"):
         assert place in where
     assert list((workspace / "demo" / "reports" / "adult-income-classifier").glob("drift-*.png"))
+    # who signed what: the requester's signed request and the demo approver's signed approval, with their keys
+    signed = re.search(
+        r"request signed by (\S+) \(key sha256:\w+…\), approval of champion .* signed by (\S+) \(key", verification
+    )
+    assert signed is not None and signed.groups() == (payload["requester"], "demo-approver"), verification
+    assert (
+        "demo-approver" in payload["report"]["design"]
+        and "Signatures: request signed by" in payload["report"]["design"]
+    )
+    demo_keys = workspace / "demo-keys"
+    assert oct((demo_keys / "demo-approver").stat().st_mode & 0o777) == "0o600"
     shared = [  # nothing the demo wrote is open to the group or to others
         f"{p.relative_to(workspace)} {oct(p.stat().st_mode & 0o777)}"
         for p in (workspace / "demo", *(workspace / "demo").rglob("*"))

@@ -14,7 +14,7 @@ from langchain_core.tools import StructuredTool
 
 from mlops_supervisor import Supervisor
 from mlops_supervisor.agents import SPECIALISTS
-from mlops_supervisor.testing import adversarial_allow_list_script
+from mlops_supervisor.testing import KeyRing, adversarial_allow_list_script, install_policy
 from mlops_supervisor.tools import GovernedTool, ToolRegistry
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "graph.mmd"
@@ -93,22 +93,23 @@ def _tools_visits_without_a_decision(sequence: list[str]) -> list[tuple[str, str
     ]
 
 
-def _governed_run(workspace: Path, tmp_path: Path, script: dict[str, Any], ran: list[str]) -> Supervisor:
+def _governed_run(workspace: Path, tmp_path: Path, script: dict[str, Any], ran: list[str], keys: KeyRing) -> Supervisor:
     """A supervisor on ``script`` whose tools only record that they ran; release-manager approves remove_alias."""
     path = tmp_path / "script.yaml"
     path.write_text(yaml.safe_dump(script), "utf-8")
-    policy = tmp_path / "policy.yaml"
     # The default policy holds remove_alias (a mutating call with no evidence gate) for approval.
-    policy.write_text(yaml.safe_dump({"approvers": ["release-manager"]}), "utf-8")
-    with Supervisor(workspace, policy=policy) as probe:
+    install_policy(
+        workspace, keys.policy(approvers=["release-manager"], people=["alice"]), admin="release-manager", keys=keys
+    )
+    with Supervisor(workspace) as probe:
         spies = _spy_registry(probe, ran)
-    return Supervisor(workspace, model=f"scripted:{path}", user="alice", policy=policy, tools=spies)
+    return Supervisor(workspace, model=f"scripted:{path}", user="alice", tools=spies)
 
 
 REMOVE_CHALLENGER = {"name": "remove_alias", "args": {"model": "m", "alias": "challenger"}}
 
 
-def test_every_tool_run_follows_a_policy_or_approval_decision(workspace: Path, tmp_path: Path) -> None:
+def test_every_tool_run_follows_a_policy_or_approval_decision(workspace: Path, tmp_path: Path, keys: KeyRing) -> None:
     """At run time a read runs right after policy, a denied call never reaches tools, a held one runs right after approval."""
     script = {
         "supervisor": [
@@ -127,7 +128,7 @@ def test_every_tool_run_follows_a_policy_or_approval_decision(workspace: Path, t
     denied = ["security", "policy", "security"]
     held = ["registry", "policy", "approval"]
     ran: list[str] = []
-    with _governed_run(workspace, tmp_path, script, ran) as sup:
+    with _governed_run(workspace, tmp_path, script, ran, keys) as sup:
         paused = sup.ask("show the policy, try a deploy, then drop the challenger")
         before_approval = _node_sequence(sup, paused.thread_id)
         assert _tools_visits_without_a_decision(before_approval) == []
@@ -150,7 +151,7 @@ def test_every_tool_run_follows_a_policy_or_approval_decision(workspace: Path, t
     ]
 
 
-def test_rejected_call_goes_back_to_its_agent_not_to_tools(workspace: Path, tmp_path: Path) -> None:
+def test_rejected_call_goes_back_to_its_agent_not_to_tools(workspace: Path, tmp_path: Path, keys: KeyRing) -> None:
     """A held call the approver rejects is handed back to its agent at run time; the tools node is never visited."""
     script = {
         "supervisor": [
@@ -160,7 +161,7 @@ def test_rejected_call_goes_back_to_its_agent_not_to_tools(workspace: Path, tmp_
         "registry": [{"tool_calls": [REMOVE_CHALLENGER]}, {"content": "the removal was rejected"}],
     }
     ran: list[str] = []
-    with _governed_run(workspace, tmp_path, script, ran) as sup:
+    with _governed_run(workspace, tmp_path, script, ran, keys) as sup:
         paused = sup.ask("drop the challenger")
         assert _node_sequence(sup, paused.thread_id) == ["supervisor", "registry", "policy", "approval"]
         assert paused.status == "awaiting_approval"

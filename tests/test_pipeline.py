@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from mlops_supervisor import Supervisor
 from mlops_supervisor._settings import Settings
+from mlops_supervisor.testing import KeyRing, install_policy
 from tests.conftest import ADULT, EXAMPLE_SPEC, CliRun, with_overrides
 from tests.tools.test_data import FIRST, LAST, planted_pii
 
@@ -300,13 +301,13 @@ def _every_text(ws: Path) -> Iterator[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("action", ["drop", "hash"])
-def test_planted_pii_never_reaches_mlflow(tmp_path: Path, action: str) -> None:
+def test_planted_pii_never_reaches_mlflow(tmp_path: Path, action: str, keys: KeyRing) -> None:
     """Name, e-mail and phone columns are dropped or hashed before training; no value reaches MLflow."""
     frame = pd.concat([_adult_slice(), planted_pii(3000, seed=5)], axis=1)
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(yaml.safe_dump({"pii": {"action": action}}), "utf-8")
     ws = tmp_path / "ws"
-    with Supervisor(ws, user="alice", policy=policy) as sup:
+    # hashing is looser than the default's drop: a workspace policy, not a run's, may choose it
+    install_policy(ws, keys.policy(people=["alice"], pii={"action": action}), admin="alice", keys=keys)
+    with Supervisor(ws, user="alice") as sup:
         result = sup.run_pipeline(small_spec(tmp_path, frame), stop_after="train")
     assert result.status == "done", result.report.summary
     scan = next(o.output for o in result.outputs if o.tool == "scan_pii")

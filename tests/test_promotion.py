@@ -11,11 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
 from mlops_supervisor import Supervisor
-from mlops_supervisor.policies import GateRefusedError
+from mlops_supervisor.policies import GateRefusedError, InvalidInputError, request_statement, sign_statement
+from mlops_supervisor.policies.gates import evidence_digest
+from mlops_supervisor.policies.identity import load_private_key
+from mlops_supervisor.testing import KeyRing, install_policy
+from mlops_supervisor.tools.registry import version_evidence
 from tests.conftest import CLI, CliRun
 from tests.test_pipeline import _adult_slice, small_spec
 
@@ -51,11 +54,11 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def ws(base: Path, tmp_path: Path) -> Path:
-    """A private copy of ``base`` with a policy naming carol as the approver."""
+def ws(base: Path, tmp_path: Path, keys: KeyRing) -> Path:
+    """A private copy of ``base`` whose installed policy names carol as the approver; alice may request."""
     copy = tmp_path / "ws"
     shutil.copytree(base, copy)
-    (copy / "policy.yaml").write_text(yaml.safe_dump({"approvers": ["carol"]}), "utf-8")
+    install_policy(copy, keys.policy(approvers=["carol"], people=["alice"]), admin="carol", keys=keys)
     return copy
 
 
@@ -197,6 +200,71 @@ def test_an_approval_of_one_version_does_not_promote_another(ws: Path) -> None:
     assert _champion(ws) == 1
     assert again["champion"]["version"] == 1 and again["champion"]["passed"] is True
     assert again["champion"]["challenger"] == again["champion"]["champion"]  # the same model, scored twice
+
+
+def test_an_audit_line_is_not_an_approval(ws: Path, keys: KeyRing) -> None:
+    """Approval lines appended through the public audit API, unsigned or signed with the requester's key in the
+    approver's name, promote nothing: the approval is the approver's signature, not the line."""
+    client = _client(ws)
+    digest = evidence_digest(version_evidence(client, MODEL, 1))
+    expires = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    line = {
+        "decision": "allow",
+        "approval_action": "champion",
+        "model": MODEL,
+        "version": 1,
+        "evidence_digest": digest,
+        "requester": "alice",
+        "approver": "carol",
+        "expires_at": expires,
+    }
+    alices_key = load_private_key(keys.path("alice"))
+    request = sign_statement(
+        alices_key,
+        "alice",
+        request_statement(thread_id="t-forged", requester="alice", request="promote", at=datetime.now(UTC)),
+    )
+    statement = {
+        "kind": "approval",
+        "decision": "approve",
+        "approver": "carol",
+        "requester": "alice",
+        "thread": "t-forged",
+        "tool": "promote_model",
+        "binding": "0" * 64,
+        "action": "champion",
+        "model": MODEL,
+        "version": 1,
+        "evidence_digest": digest,
+        "expires_at": expires,
+        "request_signature": request.signature,
+    }
+    in_carols_name = sign_statement(alices_key, "carol", statement)
+    forgeries = [
+        line,
+        {**line, "request_signed": request.model_dump(), "approval_signed": in_carols_name.model_dump()},
+    ]
+    with _sup(ws, "alice") as sup:
+        for forged in forgeries:
+            sup.audit.append("approval", **forged)
+            with pytest.raises((GateRefusedError, InvalidInputError)) as caught:
+                sup.tools.get("promote_model").tool.invoke({"model": MODEL, "version": 1})
+            refusal = caught.value
+            code = (
+                refusal.decision.reason_code.value
+                if isinstance(refusal, GateRefusedError)
+                else getattr(refusal, "reason_code", "")
+            )
+            assert code == "signature_invalid", refusal
+    assert _champion(ws) is None
+    # the same statement signed with carol's own key is an approval: the signature is what counts
+    signed_by_carol = sign_statement(load_private_key(keys.path("carol")), "carol", statement)
+    with _sup(ws, "alice") as sup:
+        sup.audit.append(
+            "approval", **line, request_signed=request.model_dump(), approval_signed=signed_by_carol.model_dump()
+        )
+        sup.tools.get("promote_model").tool.invoke({"model": MODEL, "version": 1})
+    assert _champion(ws) == 1
 
 
 def test_two_concurrent_promotions_exactly_one_wins(ws: Path) -> None:

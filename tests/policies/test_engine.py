@@ -4,19 +4,30 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from mlops_supervisor.policies import (
+    ApprovalRequest,
     ApprovalResponse,
     Policy,
     ProposedCall,
     ReasonCode,
     approval_binding,
+    approval_statement,
     decide_tool_call,
     evaluate_approval,
     new_approval_request,
+    request_statement,
+    sign_statement,
 )
+from mlops_supervisor.policies.identity import public_line
 
 KNOWN = frozenset({"promote_model", "train_model", "show_policy"})
-POLICY = Policy(approvers=("carol",))
+KEYS = {name: Ed25519PrivateKey.generate() for name in ("alice", "carol", "eve")}
+POLICY = Policy(
+    people={n: public_line(KEYS[n].public_key()) for n in ("alice", "carol")},
+    approvers=("carol",),
+)
 
 
 def _call(tool: str, agent: str = "deployment", **args: object) -> ProposedCall:
@@ -79,8 +90,11 @@ def test_held_tool_needs_approval_bound_to_arguments() -> None:
     assert d1.binding != d2.binding
 
 
-def _request(now: datetime) -> object:
+def _request(now: datetime, *, signer: str = "alice") -> ApprovalRequest:
     call = _call("promote_model")
+    signed = sign_statement(
+        KEYS[signer], "alice", request_statement(thread_id="t", requester="alice", request="promote m 1", at=now)
+    )
     return new_approval_request(
         thread_id="t",
         agent="deployment",
@@ -91,22 +105,72 @@ def _request(now: datetime) -> object:
         binding=approval_binding("t", call),
         policy=POLICY,
         now=now,
+        approval_action="champion",
+        evidence_digest="e" * 64,
+        request_signed=signed,
     )
+
+
+def _answer(
+    req: ApprovalRequest, approver: str, *, key: str | None = None, decision: str = "approve", **changed: object
+) -> ApprovalResponse:
+    statement = {**approval_statement(req, decision=decision, approver=approver), **changed}
+    signed = sign_statement(KEYS[key or approver], approver, statement)
+    return ApprovalResponse(decision=decision, approver=approver, binding=req.binding, signed=signed)  # type: ignore[arg-type]
 
 
 def test_approval_checks() -> None:
     """Self-approval, unlisted approvers, other bindings, expiry and rejection are refused; a listed approver passes."""
     now = datetime.now(UTC)
     req = _request(now)
-    binding = req.binding  # type: ignore[attr-defined]
 
-    def verdict(approver: str, *, decision: str = "approve", bind: str = binding, at: datetime = now) -> ReasonCode:
-        resp = ApprovalResponse(decision=decision, approver=approver, binding=bind, reason="r")  # type: ignore[arg-type]
-        return evaluate_approval(req, resp, POLICY, now=at).reason_code  # type: ignore[arg-type]
+    def verdict(response: ApprovalResponse, *, at: datetime = now, request: ApprovalRequest = req) -> ReasonCode:
+        return evaluate_approval(request, response, POLICY, now=at).reason_code
 
-    assert verdict("alice") == ReasonCode.SELF_APPROVAL
-    assert verdict("eve") == ReasonCode.APPROVER_NOT_LISTED
-    assert verdict("carol", bind="0" * 64) == ReasonCode.APPROVAL_BINDING_MISMATCH
-    assert verdict("carol", at=now + timedelta(minutes=POLICY.approval.ttl_minutes + 1)) == ReasonCode.APPROVAL_EXPIRED
-    assert verdict("carol", decision="reject") == ReasonCode.APPROVAL_REJECTED
-    assert verdict("carol") == ReasonCode.ALLOWED
+    assert verdict(_answer(req, "alice")) == ReasonCode.SELF_APPROVAL
+    assert verdict(_answer(req, "eve")) == ReasonCode.APPROVER_NOT_LISTED
+    assert verdict(_answer(req, "carol").model_copy(update={"binding": "0" * 64})) == (
+        ReasonCode.APPROVAL_BINDING_MISMATCH
+    )
+    late = now + timedelta(minutes=POLICY.approval.ttl_minutes + 1)
+    assert verdict(_answer(req, "carol"), at=late) == ReasonCode.APPROVAL_EXPIRED
+    assert verdict(_answer(req, "carol", decision="reject")) == ReasonCode.APPROVAL_REJECTED
+    assert verdict(_answer(req, "carol")) == ReasonCode.ALLOWED
+
+
+def test_an_approval_must_be_signed_by_the_approvers_own_listed_key() -> None:
+    """Unsigned, signed with the requester's key, with an unlisted key, or altered after signing: refused."""
+    now = datetime.now(UTC)
+    req = _request(now)
+    unsigned = ApprovalResponse(decision="approve", approver="carol", binding=req.binding)
+    assert evaluate_approval(req, unsigned, POLICY, now=now).reason_code == ReasonCode.SIGNATURE_INVALID
+    with_requesters_key = _answer(req, "carol", key="alice")
+    assert evaluate_approval(req, with_requesters_key, POLICY, now=now).reason_code == ReasonCode.SIGNATURE_INVALID
+    with_unlisted_key = _answer(req, "carol", key="eve")
+    assert evaluate_approval(req, with_unlisted_key, POLICY, now=now).reason_code == ReasonCode.SIGNATURE_INVALID
+    good = _answer(req, "carol")
+    assert good.signed is not None
+    altered = good.model_copy(
+        update={"signed": good.signed.model_copy(update={"statement": {**good.signed.statement, "version": 2}})}
+    )
+    assert evaluate_approval(req, altered, POLICY, now=now).reason_code == ReasonCode.SIGNATURE_INVALID
+
+
+def test_an_approval_over_other_evidence_or_expiry_is_refused() -> None:
+    now = datetime.now(UTC)
+    req = _request(now)
+    for change in ({"evidence_digest": "f" * 64}, {"version": 2}, {"expires_at": "2999-01-01T00:00:00+00:00"}):
+        response = _answer(req, "carol", **change)
+        assert evaluate_approval(req, response, POLICY, now=now).reason_code == ReasonCode.APPROVAL_BINDING_MISMATCH
+
+
+def test_a_held_action_needs_the_requesters_signed_request() -> None:
+    now = datetime.now(UTC)
+    unsigned = _request(now).model_copy(update={"request_signed": None})
+    assert evaluate_approval(unsigned, _answer(unsigned, "carol"), POLICY, now=now).reason_code == (
+        ReasonCode.REQUEST_NOT_SIGNED
+    )
+    forged = _request(now, signer="eve")  # eve signs a request in alice's name
+    assert evaluate_approval(forged, _answer(forged, "carol"), POLICY, now=now).reason_code == (
+        ReasonCode.REQUEST_NOT_SIGNED
+    )
