@@ -66,6 +66,20 @@ def policy_file(tmp_path: Path, workspace: Path, keys: KeyRing) -> Path:
     return path
 
 
+def store_client(ws: Path) -> Any:
+    """An MLflow client on ``ws``'s embedded store (tracking and registry)."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{ws / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def champion_of(ws: Path, model: str) -> int | None:
+    """The version ``model``'s champion alias points at in ``ws``, or None."""
+    aliases = store_client(ws).get_registered_model(model).aliases
+    return int(aliases["champion"]) if "champion" in aliases else None
+
+
 def with_overrides(spec: dict[str, Any], **changes: Any) -> dict[str, Any]:
     """``spec`` with each ``a__b__c=value`` set at ``spec[a][b][c]`` (in place; returned for chaining)."""
     for dotted, value in changes.items():

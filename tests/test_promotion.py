@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from mlops_supervisor import Supervisor
 from mlops_supervisor.policies import GateRefusedError, InvalidInputError, request_statement, sign_statement
@@ -19,20 +18,18 @@ from mlops_supervisor.policies.gates import evidence_digest
 from mlops_supervisor.policies.identity import load_private_key
 from mlops_supervisor.testing import KeyRing, install_policy
 from mlops_supervisor.tools.registry import version_evidence
-from tests.conftest import CLI, CliRun
+from tests.conftest import CLI, CliRun, champion_of, store_client
 from tests.test_pipeline import _adult_slice, small_spec
 
 MODEL = "small-model"
 
 
-def _client(ws: Path) -> MlflowClient:
-    uri = f"sqlite:///{ws / 'mlflow.db'}"
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+def _client(ws: Path) -> Any:
+    return store_client(ws)
 
 
 def _champion(ws: Path) -> int | None:
-    aliases = _client(ws).get_registered_model(MODEL).aliases
-    return int(aliases["champion"]) if "champion" in aliases else None
+    return champion_of(ws, MODEL)
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,13 @@ from typing import Any
 
 import httpx
 import pytest
-from mlflow.tracking import MlflowClient
 
 from mlops_supervisor import RunResult, Supervisor
 from mlops_supervisor.policies import GateRefusedError
 from mlops_supervisor.testing import KeyRing, install_policy
 from mlops_supervisor.tools.core import using_store
 from mlops_supervisor.tools.serving import LocalBackend
+from tests.conftest import champion_of, store_client
 from tests.test_pipeline import _adult_slice, small_spec
 
 MODEL = "small-model"
@@ -90,14 +90,12 @@ def _sup(ws: Path, ring: KeyRing, user: str, clock: Clock | None = None) -> Supe
     return Supervisor(ws, user=user, key=ring.path(user), clock=clock)
 
 
-def _client(ws: Path) -> MlflowClient:
-    uri = f"sqlite:///{ws / 'mlflow.db'}"
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+def _client(ws: Path) -> Any:
+    return store_client(ws)
 
 
 def _champion(ws: Path) -> int | None:
-    aliases = _client(ws).get_registered_model(MODEL).aliases
-    return int(aliases["champion"]) if "champion" in aliases else None
+    return champion_of(ws, MODEL)
 
 
 def _approved(ws: Path, ring: KeyRing, request: str, clock: Clock | None = None) -> RunResult:
