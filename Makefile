@@ -29,7 +29,7 @@ bench: setup
 
 # Re-resolve the lock after changing dependencies in pyproject.toml.
 lock:
-	uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 -o requirements.lock
+	.venv/bin/uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 -o requirements.lock
 
 clean:
 	rm -rf .venv .mlops
