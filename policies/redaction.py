@@ -1,8 +1,13 @@
 """One redactor interface for every tool input and output, log event and LLM-bound message.
 
-``PatternRedactor`` is the stand-in until the Presidio-based layer lands: e-mail
-addresses, payment card numbers (Luhn-checked, so order ids and timestamps survive)
-and the common API-key and token shapes. Matches become ``<ENTITY>`` placeholders.
+``Redactor`` is the protocol; ``mlops_supervisor.policies.pii.PresidioRedactor`` is the redactor
+every boundary uses (Presidio, our secret rules and the MLOps allow-list). ``redact_value`` walks
+a payload value by value; a value under a key that names a secret (``DB_PASSWORD``,
+``client_secret``, ``apiKey``) is replaced whole, whatever the redactor finds in it.
+
+``PatternRedactor`` is the older regular-expression stand-in, kept for callers that want no
+model at all: e-mail addresses, payment card numbers (Luhn-checked, so order ids and timestamps
+survive) and the common API-key and token shapes. Matches become ``<ENTITY>`` placeholders.
 """
 
 from __future__ import annotations
@@ -13,16 +18,19 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Finding", "PatternRedactor", "Redactor", "redact_value"]
+from mlops_supervisor.policies.secrets import secret_key_strength, secret_value_for_key
+
+__all__ = ["Finding", "PatternRedactor", "Redactor", "redact_value", "replace_spans"]
 
 
 @dataclass(frozen=True)
 class Finding:
-    """One detected entity: its type and where it sits in the text."""
+    """One detected entity: its type, where it sits in the text and how sure the detector is."""
 
     entity: str
     start: int
     end: int
+    score: float = 1.0
 
 
 @runtime_checkable
@@ -39,16 +47,79 @@ class Redactor(Protocol):
 
 
 def redact_value(redactor: Redactor, value: Any) -> Any:
-    """Redact every string inside ``value`` (mappings, sequences, scalars), keys included."""
+    """Redact every string inside ``value`` (mappings, sequences, scalars), keys included.
+
+    A value under a key that names a secret (``DB_PASSWORD``, ``client_secret``, ``api_key``; see
+    ``secrets.secret_key_strength``) becomes ``<SECRET>`` whole, and so does the ``value`` of a
+    ``{"key": "db_password", "value": ...}`` record (MLflow params and tags). A redactor with a
+    ``prime(texts)`` method is handed all the strings first, so it can analyse them as one batch.
+    """
+    prime = getattr(redactor, "prime", None)
+    if callable(prime) and not isinstance(value, str):
+        strings: list[str] = []
+        _collect_strings(value, strings)
+        if len(strings) > 1:
+            prime(strings)
+    return _redact(redactor, value, None)
+
+
+def _collect_strings(value: Any, into: list[str]) -> None:
+    if isinstance(value, str):
+        into.append(value)
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            if isinstance(k, str):
+                into.append(k)
+            _collect_strings(v, into)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _collect_strings(v, into)
+
+
+_SECRET_PLACEHOLDER = "<SECRET>"
+
+
+def _redact(redactor: Redactor, value: Any, key: str | None) -> Any:
+    if key is not None and _is_secret_field(key, value):
+        return _SECRET_PLACEHOLDER
     if isinstance(value, str):
         return redactor.redact_text(value)
     if isinstance(value, Mapping):
+        # {"key": "db_password", "value": ...} (MLflow params, tags) and {"name": "DB_PASSWORD", "value": ...}
+        # (Kubernetes env): the value's key is a field of the record
+        record_key = value.get("key", value.get("name"))
+        if isinstance(record_key, str) and "value" in value and _is_secret_field(record_key, value["value"]):
+            value = {**value, "value": _SECRET_PLACEHOLDER}
         return {
-            (redactor.redact_text(k) if isinstance(k, str) else k): redact_value(redactor, v) for k, v in value.items()
+            (redactor.redact_text(k) if isinstance(k, str) else k): _redact(
+                redactor, v, k if isinstance(k, str) else None
+            )
+            for k, v in value.items()
         }
     if isinstance(value, list | tuple):
-        return type(value)(redact_value(redactor, v) for v in value)
+        return type(value)(_redact(redactor, v, key) for v in value)
     return value
+
+
+def _is_secret_field(key: str, value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, str | int) or value == _SECRET_PLACEHOLDER:
+        return False
+    return secret_key_strength(key) is not None and secret_value_for_key(key, str(value))
+
+
+def replace_spans(text: str, findings: Iterable[Finding]) -> str:
+    """``text`` with each finding's span replaced by ``<ENTITY>`` (findings in order; overlaps skipped)."""
+    parts: list[str] = []
+    cursor = 0
+    for f in findings:
+        if f.start < cursor:
+            continue
+        parts += [text[cursor : f.start], f"<{f.entity}>"]
+        cursor = f.end
+    if not parts:
+        return text
+    parts.append(text[cursor:])
+    return "".join(parts)
 
 
 # Each alternative is a named group; the group name is the entity placed in the text.

@@ -1,4 +1,4 @@
-"""The stand-in pattern redactor catches e-mails, card numbers and key shapes, and spares look-alikes."""
+"""The pattern redactor catches e-mails, card numbers and key shapes and spares look-alikes; redact_value walks payloads."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mlops_supervisor.policies import PatternRedactor, redact_value, redaction
+from mlops_supervisor.policies import Finding, PatternRedactor, redact_value, redaction
+from mlops_supervisor.policies.redaction import replace_spans
 
 R = PatternRedactor()
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"  # copies of public texts, credited in its README.md
@@ -77,3 +78,53 @@ def test_skipping_patterns_that_cannot_match_changes_no_finding() -> None:
         assert R._scan(text) == full, text[:200]
         found += bool(full)
     assert found > 50  # the corpus does exercise the patterns, not only their absence
+
+
+def test_finding_score_defaults_to_one() -> None:
+    """Findings made without a score (PatternRedactor's) keep their old three-field form."""
+    assert Finding("EMAIL_ADDRESS", 0, 5) == Finding("EMAIL_ADDRESS", 0, 5, 1.0)
+    assert R.findings("mail a@b.io")[0].score == 1.0
+
+
+def test_replace_spans_skips_overlaps() -> None:
+    """Each span becomes its placeholder; a span inside one already replaced is skipped."""
+    spans = [Finding("SECRET", 4, 10), Finding("PERSON", 6, 8), Finding("EMAIL_ADDRESS", 11, 14)]
+    assert replace_spans("pwd=hunter x@y.z", spans) == "pwd=<SECRET> <EMAIL_ADDRESS>.z"
+    assert replace_spans("nothing here", []) == "nothing here"
+
+
+def test_redact_value_hides_values_of_secret_keys_whatever_the_redactor() -> None:
+    """A key that names a secret hides its value even from a redactor that finds nothing in it."""
+    value = {
+        "DB_PASSWORD": "hunter2",
+        "retries": 3,
+        "params": [{"key": "client_secret", "value": "abc"}, {"key": "max_depth", "value": "6"}],
+        "env": [{"name": "MLFLOW_TRACKING_PASSWORD", "value": "pw"}],
+        "sort_key": "created_at",
+        "verify": True,
+    }
+    assert redact_value(R, value) == {
+        "DB_PASSWORD": "<SECRET>",
+        "retries": 3,
+        "params": [{"key": "client_secret", "value": "<SECRET>"}, {"key": "max_depth", "value": "6"}],
+        "env": [{"name": "MLFLOW_TRACKING_PASSWORD", "value": "<SECRET>"}],
+        "sort_key": "created_at",
+        "verify": True,
+    }
+
+
+class _Priming(PatternRedactor):
+    """A pattern redactor that records the batches ``redact_value`` hands it first."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    def prime(self, texts: list[str]) -> None:
+        self.batches.append(list(texts))
+
+
+def test_redact_value_hands_a_batch_to_a_priming_redactor() -> None:
+    """All strings of a payload (keys included) reach ``prime`` once, before the walk."""
+    redactor = _Priming()
+    assert redact_value(redactor, {"a": ["x@y.io", 1], "b": "plain"}) == {"a": ["<EMAIL_ADDRESS>", 1], "b": "plain"}
+    assert redactor.batches == [["a", "x@y.io", "b", "plain"]]
