@@ -5,7 +5,8 @@ in one process, interleaved in rounds so machine noise hits both alike:
 
 - bare: START -> ToolNode -> END, fed an AIMessage with one tool call;
 - governed: START -> policy node -> tool runner -> END, the supervisor's own node functions
-  (allow-list and policy decision, argument validation, redaction of input and output,
+  (allow-list and policy decision, argument validation, redaction of input and output with the
+  default ``PresidioRedactor`` (the same payload each call: its cache answers after the first),
   three hash-chained audit appends, untrusted-data wrapping).
 
 Run: python benchmarks/bench_tool_call_overhead.py [--calls N] [--rounds R]
@@ -33,7 +34,8 @@ from mlops_supervisor._llm import resolve_model
 from mlops_supervisor._logging import make_logger
 from mlops_supervisor._state import SupervisorState
 from mlops_supervisor.agents import AgentSpec
-from mlops_supervisor.policies import AuditLog, PatternRedactor, Policy, redact_value
+from mlops_supervisor.policies import AuditLog, Policy, redact_value
+from mlops_supervisor.policies.pii import PresidioRedactor
 from mlops_supervisor.tools import GovernedTool, ToolRegistry
 
 PAYLOAD = ("The quick brown fox jumps over the lazy dog; model churn v3 scored 0.91. " * 14)[:1024]
@@ -62,7 +64,7 @@ def bare_graph() -> Any:
 
 
 def governed_graph(workspace: Path) -> Any:
-    redactor = PatternRedactor()
+    redactor = PresidioRedactor()  # the supervisor's default: Presidio, the secret recognizers, the allow-list
     audit = AuditLog(workspace / "audit.jsonl", redact=lambda v: redact_value(redactor, v))
     spec = AgentSpec(name="bench", role="benchmark", tools=("echo",), duties=(), never=())
     runtime = Runtime(

@@ -43,6 +43,7 @@ class ReasonCode(enum.StrEnum):
     EVALUATION_FLOORS_WEAKER = "evaluation_floors_weaker"
     CANARY_BELOW_POLICY = "canary_below_policy"
     CANARY_WINDOW_OPEN = "canary_window_open"
+    SECRET_IN_ARGUMENTS = "secret_in_arguments"
 
 
 class Decision(BaseModel):

@@ -43,7 +43,6 @@ from mlops_supervisor.policies import (
     ApprovalRequest,
     ApprovalResponse,
     AuditLog,
-    PatternRedactor,
     Policy,
     PolicyFileError,
     Redactor,
@@ -58,6 +57,7 @@ from mlops_supervisor.policies import (
     verify_audit_log,
 )
 from mlops_supervisor.policies.identity import default_key_dir, load_private_key
+from mlops_supervisor.policies.pii import PresidioRedactor
 from mlops_supervisor.tools import ProgressFactory, ToolContext, ToolRegistry, build_tool_registry, no_progress
 from mlops_supervisor.tools.core import Chokepoint
 
@@ -113,7 +113,9 @@ class Supervisor:
         self._providers: dict[str, ModelProvider] = {}
         self._provider(self.model_spec)
         self.policy = resolve_policy(self.workspace, policy, self.settings)
-        self.redactor: Redactor = redactor or PatternRedactor()
+        # One redactor on every boundary: Presidio with the secret recognizers and the MLOps allow-list
+        # (policies/pii.py); its NLP model loads on the first text that could hold a name, once per process.
+        self.redactor: Redactor = redactor or PresidioRedactor()
         self.workspace = Workspace.open(root)
         self.audit = AuditLog(
             self.workspace.audit_path,

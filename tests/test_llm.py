@@ -139,6 +139,9 @@ def test_openai_path_routes_and_calls_tools(
         "verify_audit_chain",
         "show_policy",
         "scan_prompt_injection",
+        "review_audit",
+        "permission_matrix",
+        "security_report",
     ]
 
 

@@ -92,5 +92,5 @@ def test_every_package_folder_is_listed_for_the_wheel() -> None:
     for package in setup["packages"]:  # data-only packages (scenarios) have no __init__.py but must exist
         assert (root / setup["package-dir"][package]).is_dir(), package
     # every domain the design names is a package of its own
-    for domain in ("core", "data", "training", "evaluation", "registry", "serving", "monitoring"):
+    for domain in ("core", "data", "training", "evaluation", "registry", "serving", "monitoring", "security"):
         assert f"mlops_supervisor.tools.{domain}" in found

@@ -1,9 +1,9 @@
 """The declared tools of every specialist, and the endpoint operations behind ``up`` and ``down``.
 
-Tools whose backends arrive in later work are declared here with their real argument
-schemas and answer with ``ToolNotAvailableError``: they never return made-up results.
-The registry is routed through one chokepoint: no mutating tool's body is reachable but
-through it.
+A tool whose backend arrives in later work is declared with its real argument schema and
+``available=False``, and answers with ``ToolNotAvailableError``: it never returns made-up
+results. The registry is routed through one chokepoint: no mutating tool's body is
+reachable but through it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from mlops_supervisor.policies import InvalidInputError, ToolNotAvailableError, verify_audit_log
+from mlops_supervisor.policies import InvalidInputError, verify_audit_log
 from mlops_supervisor.tools.core import (
     Chokepoint,
     GovernedTool,
@@ -28,6 +28,7 @@ from mlops_supervisor.tools.data import data_tools
 from mlops_supervisor.tools.evaluation import evaluation_tools
 from mlops_supervisor.tools.monitoring import observability_tools
 from mlops_supervisor.tools.registry import promotion_tool, registry_tools
+from mlops_supervisor.tools.security import security_tools
 from mlops_supervisor.tools.serving import LocalBackend, deployment_tools, staging_endpoint
 from mlops_supervisor.tools.training import experimentation_tools
 
@@ -42,10 +43,6 @@ class _AuditSummaryArgs(BaseModel):
     limit: int = Field(default=10, ge=1, le=200, description="how many recent events to list")
 
 
-class _TextArgs(BaseModel):
-    text: str = Field(description="text to check")
-
-
 class _EndpointArgs(BaseModel):
     model: str | None = Field(
         default=None, description="one served model (its production and staging endpoints); omit for all"
@@ -55,15 +52,6 @@ class _EndpointArgs(BaseModel):
     @classmethod
     def _safe_name(cls, model: str | None) -> str | None:
         return None if model is None else checked_name("model", model)
-
-
-def _declared(
-    name: str, description: str, args_schema: type[BaseModel], *, mutates: bool, arrives: str
-) -> GovernedTool:
-    def unavailable(**_: Any) -> str:
-        raise ToolNotAvailableError(f"{name} is not available yet ({arrives}); nothing was changed")
-
-    return GovernedTool.from_function(name, description, args_schema, unavailable, mutates=mutates, available=False)
 
 
 def _audit_summary(ctx: ToolContext) -> GovernedTool:
@@ -178,9 +166,6 @@ def _endpoint_tools(ctx: ToolContext) -> list[GovernedTool]:
     ]
 
 
-_GUARD = "it arrives with the Presidio redaction and injection guard"
-
-
 def build_tool_registry(ctx: ToolContext, *, actor: str | None = None) -> ToolRegistry:
     """Every tool of every specialist, bound to ``ctx``, its mutating tools routed through one chokepoint.
 
@@ -188,7 +173,7 @@ def build_tool_registry(ctx: ToolContext, *, actor: str | None = None) -> ToolRe
     registry through its own chokepoint, acting as its user.
     """
     chokepoint = Chokepoint.for_context(ctx, actor=actor)
-    return ToolRegistry(
+    registry = ToolRegistry(
         [
             *data_tools(ctx),
             *experimentation_tools(ctx),
@@ -203,14 +188,10 @@ def build_tool_registry(ctx: ToolContext, *, actor: str | None = None) -> ToolRe
             # security
             _verify_audit_chain(ctx),
             _show_policy(ctx),
-            _declared(
-                "scan_prompt_injection",
-                "Check text for prompt-injection attempts.",
-                _TextArgs,
-                mutates=False,
-                arrives=_GUARD,
-            ),
+            # the permission matrix describes this very registry (read when it is asked, once built)
+            *security_tools(ctx, lambda: registry),
             # the endpoint operations of `up` and `down`
             *_endpoint_tools(ctx),
         ]
     ).routed_through(chokepoint.call)
+    return registry

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from mlops_supervisor.policies import InvalidInputError
 from mlops_supervisor.policies.pii import PresidioRedactor
 from mlops_supervisor.policies.policy import PiiRules
-from mlops_supervisor.policies.redaction import PatternRedactor
+from mlops_supervisor.policies.redaction import Finding, PatternRedactor
 from mlops_supervisor.tools import data
 from mlops_supervisor.tools._spec import DataSpec, SplitSpec
 from tests.conftest import ADULT
@@ -113,9 +114,10 @@ def test_presidio_scan_flags_planted_pii_and_spares_census_columns(adult: pd.Dat
     report = data.scan_frame_for_pii(frame, PresidioRedactor(), rules, seed=42, protected=("class", "sex", "race"))
     flagged = {e["column"]: e for e in report if e["action"] != "keep"}
     assert set(flagged) == {"customer_name", "contact_email", "phone"}
-    assert "PERSON" in flagged["customer_name"]["entities"]
-    assert "EMAIL_ADDRESS" in flagged["contact_email"]["entities"]
-    assert "PHONE_NUMBER" in flagged["phone"]["entities"]
+    found = {column: {e["entity"] for e in entry["entities"]} for column, entry in flagged.items()}
+    assert "PERSON" in found["customer_name"]
+    assert "EMAIL_ADDRESS" in found["contact_email"]
+    assert "PHONE_NUMBER" in found["phone"]
     assert all(e["action"] == "drop" for e in flagged.values())
 
 
@@ -189,3 +191,105 @@ def test_an_excluded_column_gets_no_further_column_checks() -> None:
     assert [(c.check, c.reason_code) for c in checks if c.column == "empty"] == [("all_null", "all_null_column")]
     only = data.validate_frame(frame, DataSpec(source="x.csv", target="nope"), task="classification")
     assert [c.reason_code for c in only] == ["target_missing"]
+
+
+# --- cells: rare PII and secrets in the text columns that are kept ---------------------------------
+
+RARE = {
+    3: "wants a call back, key sk-proj-RAREcellRAREcellRAREcell0042",
+    7: "cc ops.lead.rare@example.org on the next renewal",
+}
+
+
+def _notes(rows: int) -> pd.DataFrame:
+    """A free-text column that is clean but for two rows, and a categorical one with a secret in one row."""
+    notes = [f"renewal note {i % 40}" for i in range(rows)]
+    for row, text in RARE.items():
+        notes[row] = text
+    plan = ["basic", "plus", "pro"] * (rows // 3) + ["basic"] * (rows % 3)
+    plan[11] = "sk-proj-PLANcellPLANcellPLANcell0042"
+    return pd.DataFrame({"note": notes, "plan": pd.Categorical(plan), "seats": range(rows)})
+
+
+def test_rare_pii_in_a_kept_text_column_is_redacted_cell_by_cell() -> None:
+    """A column the sampled verdict keeps still has each PII or secret cell redacted (a categorical one too); counts by entity, no values."""
+    frame = data.normalize_frame(_notes(600))
+    report = data.scan_frame_for_pii(frame, PatternRedactor(), PiiRules(), seed=1)
+    assert {e["column"]: e["action"] for e in report} == {"note": "keep", "plan": "keep", "seats": "keep"}
+    assert data.text_columns(frame) == ["note", "plan"]
+    cells = data.redact_text_cells(frame, PatternRedactor(), ["note", "plan"])
+    assert {c: r.as_record() for c, r in cells.items()} == {
+        "note": {
+            "cells_redacted": 2,
+            "cell_entities": [{"entity": "API_KEY", "cells": 1}, {"entity": "EMAIL_ADDRESS", "cells": 1}],
+        },
+        "plan": {"cells_redacted": 1, "cell_entities": [{"entity": "API_KEY", "cells": 1}]},
+    }
+    assert "RAREcell" not in repr(cells) and "@example.org" not in str(cells["note"].as_record())
+    clean = data.apply_cell_redactions(frame, cells)
+    assert clean.loc[3, "note"] == "wants a call back, key <API_KEY>"
+    assert clean.loc[7, "note"] == "cc <EMAIL_ADDRESS> on the next renewal"
+    assert clean.loc[11, "plan"] == "<API_KEY>"
+    unchanged = [i for i in range(600) if i not in {3, 7, 11}]
+    assert clean.loc[unchanged].equals(frame.loc[unchanged])
+    assert clean["seats"].equals(frame["seats"])
+
+
+def test_each_distinct_value_is_read_once_and_large_columns_show_progress() -> None:
+    """A value repeated in many rows passes the detector once; over 2,000 distinct values a progress task advances."""
+    from collections.abc import Callable, Iterator
+    from contextlib import contextmanager
+
+    class Counting(PatternRedactor):
+        def __init__(self) -> None:
+            self.read: list[str] = []
+
+        def findings(self, text: str) -> list[Finding]:
+            self.read.append(text)
+            return super().findings(text)
+
+    opened: list[tuple[str, int]] = []
+    steps: list[str] = []
+
+    @contextmanager
+    def progress(description: str, total: int) -> Iterator[Callable[[str], None]]:
+        opened.append((description, total))
+        yield steps.append
+
+    repeated = pd.DataFrame({"note": ["same words"] * 5000})
+    counting = Counting()
+    data.redact_text_cells(repeated, counting, ["note"], progress=progress)
+    assert counting.read == ["same words"] and opened == []
+
+    distinct = pd.DataFrame({"note": [f"note {i}" for i in range(2500)]})
+    data.redact_text_cells(distinct, Counting(), ["note"], progress=progress)
+    assert opened == [("redacting the text cells of 1 columns", 5)]
+    assert steps == ["note"] * 5
+
+
+def test_the_data_stage_stores_no_rare_pii_and_reports_cell_counts(tmp_path: Path, workspace: Path) -> None:
+    """scan_pii reports redacted cells per column; the versioned data, its record, the splits and the profile hold no planted value."""
+    from mlops_supervisor import Supervisor
+    from tests.test_pipeline import _adult_slice, small_spec
+
+    frame = pd.concat([_adult_slice(1200), _notes(1200)[["note"]]], axis=1)
+    spec = str(small_spec(tmp_path, frame))
+    with Supervisor(workspace) as sup:
+        scan = sup.call("scan_pii", spec=spec)
+        versioned = sup.call("version_dataset", spec=spec)
+        sup.call("split_dataset", spec=spec)
+    assert scan["pii_columns"] == []
+    assert scan["redacted_cells"]["note"] == {
+        "cells_redacted": 2,
+        "cell_entities": [{"entity": "API_KEY", "cells": 1}, {"entity": "EMAIL_ADDRESS", "cells": 1}],
+    }
+    assert versioned["redacted_cells"] == {"note": 2}
+    home = workspace / "datasets" / versioned["digest"]
+    (note,) = [e for e in json.loads((home / "dataset.json").read_text("utf-8"))["pii"] if e["column"] == "note"]
+    assert note["cells_redacted"] == 2
+    stored = [pd.read_parquet(p).to_csv() for p in home.rglob("*.parquet")]
+    stored += [p.read_text("utf-8") for p in home.rglob("*.json")]
+    assert len(stored) == 7  # data, train, validation, test; dataset.json, split.json, reference_profile.json
+    for text in stored:
+        assert "RAREcell" not in text and "ops.lead.rare@example.org" not in text
+    assert any("<API_KEY>" in text for text in stored)

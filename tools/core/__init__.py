@@ -3,13 +3,14 @@
 The governed tool and the registry of tools (``_tool``), the one governed invocation every
 state-changing call passes (``_chokepoint``), the context a tool body gets (``_context``), the
 workspace's MLflow store (``_store``), the per-model lock (``_locks``), safe model loading
-(``_models``), atomic writes of state files (``_files``) and the argument schemas domains share
-(``_schemas``).
+(``_models``), atomic writes of state files (``_files``), HTTP clients held to the egress allow-list
+(``_egress``) and the argument schemas domains share (``_schemas``).
 Nothing here knows a lifecycle stage.
 """
 
 from mlops_supervisor.tools.core._chokepoint import CallSite, Chokepoint, Invocation, Origin, invoked_from, run_gate
 from mlops_supervisor.tools.core._context import ProgressFactory, ToolContext, no_progress
+from mlops_supervisor.tools.core._egress import EgressTransport, context_egress, egress_client
 from mlops_supervisor.tools.core._files import publish_dir, write_atomic, write_json_atomic
 from mlops_supervisor.tools.core._locks import model_lock
 from mlops_supervisor.tools.core._models import TRUSTED_ROOTS, foreign_types, load_sklearn_model
@@ -21,6 +22,7 @@ __all__ = [
     "TRUSTED_ROOTS",
     "CallSite",
     "Chokepoint",
+    "EgressTransport",
     "GateResult",
     "GovernedTool",
     "Invocation",
@@ -34,7 +36,9 @@ __all__ = [
     "ToolRegistry",
     "artifact_root",
     "checked_name",
+    "context_egress",
     "default_tracking_uri",
+    "egress_client",
     "ensure_experiment",
     "foreign_types",
     "invoked_from",

@@ -35,6 +35,7 @@ from mlops_supervisor.policies import (
     decide_tool_call,
     redact_value,
 )
+from mlops_supervisor.policies.secrets_in_args import deny_secret_in_arguments, secrets_in_arguments, without_secrets
 from mlops_supervisor.tools.core._context import ToolContext
 from mlops_supervisor.tools.core._tool import GateResult, GovernedTool
 
@@ -136,11 +137,15 @@ class Chokepoint:
     def decide(self, governed: GovernedTool, args: Mapping[str, Any]) -> Decision:
         """The decision on a direct call of ``governed`` with ``args``, before anything runs.
 
-        No agent asks, so there is no allow-list; the policy's own rules apply, then the
-        arguments, then the gate. A tool the policy holds for approval is refused unless its
-        gate binds it to an approval that its body verifies (the champion alias).
+        No agent asks, so there is no allow-list. A secret in the arguments is refused first
+        (``secret_in_arguments``), before the gate reads evidence with them; then the policy's
+        own rules apply, then the arguments, then the gate. A tool the policy holds for approval
+        is refused unless its gate binds it to an approval that its body verifies (the champion alias).
         """
         name = governed.name
+        secret = deny_secret_in_arguments(name, secrets_in_arguments(self.redactor, args))
+        if secret is not None:
+            return secret
         call = ProposedCall(agent="direct", tool=name, args=args, call_id="")
         decision = decide_tool_call(call, thread_id="", allow_list={name}, known_tools={name}, policy=self.policy)
         if decision.kind == "deny":
@@ -176,7 +181,8 @@ class Chokepoint:
         """
         site = self._site()
         decision = self.decide(governed, args)
-        self.audit.append("decision", **site.fields(), args=redact_value(self.redactor, args), **decision.as_record())
+        stored = redact_value(self.redactor, without_secrets(self.redactor, args))
+        self.audit.append("decision", **site.fields(), args=stored, **decision.as_record())
         if not decision.allowed:
             if decision.reason_code is ReasonCode.INVALID_ARGUMENTS:
                 raise InvalidInputError(decision.reason_code.value, decision.message)
@@ -208,7 +214,7 @@ class Chokepoint:
         if not decided.allowed:
             raise ValueError(f"invoke needs an allow decision for {governed.name!r}, got {decided.kind}")
         name = governed.name
-        shown = redact_value(self.redactor, dict(args))
+        shown = redact_value(self.redactor, dict(args))  # decided calls carry no secret: refused at the decision
         where = site.fields()
         self.audit.append("tool_call", **where, action=name, args=shown)
         body = governed._body if governed._body is not None else governed.tool

@@ -1,19 +1,36 @@
-"""PII in data columns: scan a sample of every column, then drop or hash the columns that hold it."""
+"""PII in data columns: scan a sample of every column, then drop or hash the columns that hold it,
+and redact, cell by cell, what is left in the text columns that are kept.
+
+A column verdict reads a sample, so it cannot see a secret or a name in a few rows of a free-text
+column that is otherwise clean; ``redact_text_cells`` reads every distinct value of every kept text
+column, so such values never reach a stored data version, a split, a model or a profile.
+"""
 
 from __future__ import annotations
 
 import hmac
 import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from mlops_supervisor.policies import Redactor
+from mlops_supervisor.policies import Finding, Redactor
 from mlops_supervisor.policies.policy import PiiRules
+from mlops_supervisor.tools.core import ProgressFactory, no_progress
 
-__all__ = ["apply_pii_actions", "pii_hash_key", "scan_frame_for_pii"]
+__all__ = [
+    "CellRedaction",
+    "apply_cell_redactions",
+    "apply_pii_actions",
+    "pii_hash_key",
+    "redact_text_cells",
+    "scan_frame_for_pii",
+    "text_columns",
+]
 
 
 def _sample_values(series: pd.Series, size: int, seed: int) -> list[str]:
@@ -63,7 +80,8 @@ def scan_frame_for_pii(
                 "sampled": len(values),
                 "hits": hits,
                 "fraction": round(fraction, 4),
-                "entities": dict(sorted(entities.items())),
+                # records, not {entity: count}: a key named API_KEY over a number reads as a credential
+                "entities": [{"entity": e, "findings": n} for e, n in sorted(entities.items())],
                 "action": action,
                 "why": (
                     f"{hits} of {len(values)} sampled values hold "
@@ -104,3 +122,96 @@ def pii_hash_key(workspace: Path, override: str | None) -> bytes:
         with os.fdopen(fd, "wb") as fh:
             fh.write(os.urandom(32).hex().encode())
     return path.read_bytes().strip()
+
+
+@dataclass(frozen=True)
+class CellRedaction:
+    """What redacting one column's cells changes: counts by entity type for reports, replacements for the data.
+
+    ``replacements`` maps each changed raw value to its redacted text: it lives in memory only,
+    and nothing writes it (``as_record`` leaves it out).
+    """
+
+    column: str
+    cells: int
+    """How many cells (rows) hold a redacted value."""
+    entities: dict[str, int]
+    """Entity type -> how many cells held it."""
+    replacements: dict[str, str] = field(repr=False)
+
+    def as_record(self) -> dict[str, Any]:
+        """The counts, for scan reports and ``dataset.json``: never a value."""
+        return {
+            "cells_redacted": self.cells,
+            "cell_entities": [{"entity": e, "cells": n} for e, n in sorted(self.entities.items())],
+        }
+
+
+def text_columns(frame: pd.DataFrame) -> list[str]:
+    """The columns holding text (strings or objects): where free text, and so stray PII, can sit."""
+    return [c for c in frame.columns if pd.api.types.is_string_dtype(frame[c]) or frame[c].dtype == object]
+
+
+# Below this many distinct values a column's cells take about a second even with NER on each: no bar.
+_PROGRESS_FROM = 2_000
+_BATCH = 500
+
+
+def _batches(values: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(values), _BATCH):
+        yield values[start : start + _BATCH]
+
+
+def _findings_of(detector: Redactor, values: Sequence[str]) -> list[list[Finding]]:
+    """The detector's findings for each value: as one batch when it can (NER through one pipe), else one by one."""
+    many = getattr(detector, "findings_many", None)
+    if callable(many):
+        batch: list[list[Finding]] = many(values)
+        return batch
+    return [detector.findings(v) for v in values]
+
+
+def redact_text_cells(
+    frame: pd.DataFrame,
+    detector: Redactor,
+    columns: Iterable[str],
+    *,
+    progress: ProgressFactory = no_progress,
+) -> dict[str, CellRedaction]:
+    """Redact every cell of the text ``columns`` of ``frame``: each distinct value passes the detector once.
+
+    Short codes and categories cost little (the detector's prefilter skips what cannot match),
+    but they are read too: a secret in a categorical column is still a secret.
+    """
+    counts = {c: frame[c].dropna().astype(str).value_counts(sort=False) for c in columns}
+    batches = sum(-(-len(v) // _BATCH) for v in counts.values())
+    opened = progress if sum(len(v) for v in counts.values()) >= _PROGRESS_FROM else no_progress
+    result: dict[str, CellRedaction] = {}
+    with opened(f"redacting the text cells of {len(counts)} columns", max(batches, 1)) as advance:
+        for column, per_value in counts.items():
+            replacements: dict[str, str] = {}
+            by_entity: dict[str, int] = {}
+            for values in _batches(list(per_value.index)):
+                for value, found in zip(values, _findings_of(detector, values), strict=True):
+                    redacted = detector.redact_text(value) if found else value
+                    if redacted == value:
+                        continue
+                    replacements[value] = redacted
+                    for entity in {f.entity for f in found}:
+                        by_entity[entity] = by_entity.get(entity, 0) + int(per_value[value])
+                advance(column)
+            cells = sum(int(per_value[v]) for v in replacements)
+            result[column] = CellRedaction(column, cells, by_entity, replacements)
+    return result
+
+
+def apply_cell_redactions(frame: pd.DataFrame, redactions: dict[str, CellRedaction]) -> pd.DataFrame:
+    """``frame`` with each redacted value replaced in its column (columns no longer in ``frame`` are skipped)."""
+    out = frame.copy()
+    for column, redaction in redactions.items():
+        if column not in out.columns or not redaction.replacements:
+            continue
+        series = out[column]
+        changed = series.notna() & series.astype(str).isin(redaction.replacements.keys())
+        out.loc[changed, column] = series[changed].astype(str).map(redaction.replacements)
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -18,7 +19,15 @@ from mlops_supervisor.tools._spec import LoadedSpec, load_spec
 from mlops_supervisor.tools.core import GovernedTool, SpecArgs, ToolContext, publish_dir, to_json, write_json_atomic
 from mlops_supervisor.tools.data._checks import validate_frame
 from mlops_supervisor.tools.data._frames import dataset_digest, load_table, profile_frame, split_frame
-from mlops_supervisor.tools.data._pii import apply_pii_actions, pii_hash_key, scan_frame_for_pii
+from mlops_supervisor.tools.data._pii import (
+    CellRedaction,
+    apply_cell_redactions,
+    apply_pii_actions,
+    pii_hash_key,
+    redact_text_cells,
+    scan_frame_for_pii,
+    text_columns,
+)
 from mlops_supervisor.tools.data._store import data_key, datasets_dir, pointer_path, read_pointer
 
 __all__ = [
@@ -58,28 +67,57 @@ def _validate(frame: pd.DataFrame, loaded: LoadedSpec) -> list[dict[str, Any]]:
     return [c.as_record() for c in checks]
 
 
-_SCANS: dict[tuple[str, str, int, tuple[str, ...]], list[dict[str, Any]]] = {}
+@dataclass(frozen=True)
+class _Scan:
+    """A frame's PII scan: the column verdicts (with cell counts) and the cell redactions of the kept text columns."""
+
+    report: list[dict[str, Any]]
+    cells: dict[str, CellRedaction]
 
 
-def _scan(ctx: ToolContext, frame: pd.DataFrame, loaded: LoadedSpec) -> list[dict[str, Any]]:
-    """The PII report of ``frame``; kept in memory by content digest so version reuses scan's work."""
+_SCANS: dict[tuple[str, str, int, tuple[str, ...]], _Scan] = {}
+
+
+def _scan_frame(ctx: ToolContext, frame: pd.DataFrame, loaded: LoadedSpec) -> _Scan:
+    """Column verdicts first; then, unless a protected column is refused, every cell of the kept text columns.
+
+    The target and the sensitive features are read cell by cell too: a label that holds a secret is
+    redacted like any other cell (and a class that no longer splits stops the split, visibly).
+    """
+    rules = ctx.policy.pii
+    protected = (loaded.spec.data.target, *loaded.spec.data.sensitive_features)
+    detector: Redactor = ctx.pii_detector(rules)
+    report = scan_frame_for_pii(frame, detector, rules, seed=loaded.spec.seed, protected=protected)
+    if any(e["action"] == "refuse" for e in report):
+        return _Scan(report, {})
+    kept = {e["column"] for e in report if e["action"] == "keep"}
+    cells = redact_text_cells(frame, detector, [c for c in text_columns(frame) if c in kept], progress=ctx.progress)
+    return _Scan([{**e, **cells[e["column"]].as_record()} if e["column"] in cells else e for e in report], cells)
+
+
+def _scan(ctx: ToolContext, frame: pd.DataFrame, loaded: LoadedSpec) -> _Scan:
+    """The PII scan of ``frame``; kept in memory by content digest so version reuses scan's work."""
     rules = ctx.policy.pii
     protected = (loaded.spec.data.target, *loaded.spec.data.sensitive_features)
     key = (dataset_digest(frame), rules.model_dump_json(), loaded.spec.seed, protected)
     if key not in _SCANS:
-        detector: Redactor = ctx.pii_detector(rules)
         while len(_SCANS) >= 8:
             _SCANS.pop(next(iter(_SCANS)))
-        _SCANS[key] = scan_frame_for_pii(frame, detector, rules, seed=loaded.spec.seed, protected=protected)
-    report = _SCANS[key]
-    refused = [e for e in report if e["action"] == "refuse"]
+        _SCANS[key] = _scan_frame(ctx, frame, loaded)
+    scan = _SCANS[key]
+    refused = [e for e in scan.report if e["action"] == "refuse"]
     if refused:
         raise InvalidInputError(
             "pii_in_protected_column",
             "PII found in the target or a sensitive feature, which cannot be dropped or hashed: "
             + "; ".join(f"{e['column']!r}: {e['why']}" for e in refused),
         )
-    return report
+    return scan
+
+
+def _redacted_cells(scan: _Scan) -> dict[str, dict[str, Any]]:
+    """Per kept text column with redacted cells: how many, and of which entity types (never a value)."""
+    return {c: r.as_record() for c, r in scan.cells.items() if r.cells}
 
 
 def load_dataset(ctx: ToolContext, source: str) -> str:
@@ -110,18 +148,27 @@ def scan_pii(ctx: ToolContext, spec: str) -> str:
     """Which columns of the spec's data hold PII and what the policy does with them, as JSON."""
     loaded = load_spec(spec)
     frame, _ = _load(ctx, loaded)
-    report = _scan(ctx, frame, loaded)
+    scan = _scan(ctx, frame, loaded)
+    report = scan.report
     flagged = [e for e in report if e["action"] != "keep"]
+    cells = _redacted_cells(scan)
     return to_json(
         {
             "columns_scanned": len(report),
             "pii_columns": flagged,
             "action": ctx.policy.pii.action,
+            "redacted_cells": cells,
             "summary": (
                 f"{len(flagged)} of {len(report)} columns hold PII and will be {ctx.policy.pii.action}"
                 f"{'ped' if ctx.policy.pii.action == 'drop' else 'ed'} before anything trains or is logged"
                 if flagged
                 else f"no PII found in {len(report)} columns"
+            )
+            + (
+                f"; {sum(c['cells_redacted'] for c in cells.values())} cells of {len(cells)} kept text column(s) "
+                "hold PII or secrets and will be redacted"
+                if cells
+                else ""
             ),
         }
     )
@@ -132,8 +179,9 @@ def version_dataset(ctx: ToolContext, spec: str) -> str:
     loaded = load_spec(spec)
     frame, facts = _load(ctx, loaded)
     checks = _validate(frame, loaded)
-    report = _scan(ctx, frame, loaded)
-    clean = _without_pii(ctx, frame, report)
+    scan = _scan(ctx, frame, loaded)
+    report = scan.report
+    clean = _without_pii(ctx, frame, scan)
     digest = dataset_digest(clean)
     final = datasets_dir(ctx) / digest
     if not (final / "dataset.json").exists():
@@ -155,14 +203,17 @@ def version_dataset(ctx: ToolContext, spec: str) -> str:
             "rows": len(clean),
             "columns": len(clean.columns),
             "pii_columns": changed or "none",
+            "redacted_cells": {c: r["cells_redacted"] for c, r in _redacted_cells(scan).items()} or "none",
         }
     )
 
 
-def _without_pii(ctx: ToolContext, frame: pd.DataFrame, report: list[dict[str, Any]]) -> pd.DataFrame:
-    """``frame`` with the PII columns of ``report`` dropped or hashed (the workspace's key only when hashing)."""
+def _without_pii(ctx: ToolContext, frame: pd.DataFrame, scan: _Scan) -> pd.DataFrame:
+    """``frame`` with the PII columns dropped or hashed (the workspace's key only when hashing), and the cells
+    of the kept text columns redacted."""
+    report = scan.report
     key = pii_hash_key(ctx.workspace, ctx.pii_hash_key) if any(e["action"] == "hash" for e in report) else b""
-    return apply_pii_actions(frame, report, hash_key=key)
+    return apply_cell_redactions(apply_pii_actions(frame, report, hash_key=key), scan.cells)
 
 
 def _dataset_record(
@@ -287,15 +338,15 @@ def data_tools(ctx: ToolContext) -> list[GovernedTool]:
         GovernedTool.from_function(
             "scan_pii",
             "Scan a sample of every column of the spec's data for PII and say which columns the "
-            "policy drops or hashes.",
+            "policy drops or hashes, and how many cells of the kept text columns hold PII or secrets.",
             SpecArgs,
             partial(scan_pii, ctx),
             mutates=False,
         ),
         GovernedTool.from_function(
             "version_dataset",
-            "Drop or hash PII columns, then store the spec's data content-addressed in the "
-            "workspace and return its digest.",
+            "Drop or hash PII columns and redact PII and secrets cell by cell in the kept text columns, "
+            "then store the spec's data content-addressed in the workspace and return its digest.",
             SpecArgs,
             partial(version_dataset, ctx),
             mutates=True,

@@ -16,13 +16,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pandas as pd
 
 from mlops_supervisor.policies import InvalidInputError
 from mlops_supervisor.policies.canary import quantile_from_buckets
-from mlops_supervisor.tools.core import GovernedTool, ModelArgs, ToolContext, to_json, using_store
+from mlops_supervisor.tools.core import (
+    GovernedTool,
+    ModelArgs,
+    ToolContext,
+    context_egress,
+    egress_client,
+    to_json,
+    using_store,
+)
 from mlops_supervisor.tools.monitoring._alerts import runbook
 from mlops_supervisor.tools.monitoring._drift import drift_table, psi
 from mlops_supervisor.tools.monitoring._plots import drift_plot, latency_plot
@@ -43,6 +50,7 @@ class _Observer:
         self.ctx = ctx
         self.uri = ctx.store_uri
         self.backend = LocalBackend.for_workspace(ctx.workspace, self.uri)
+        self.egress = context_egress(ctx)
 
     def _reports(self, model: str) -> Path:
         return Path(self.ctx.workspace) / "reports" / model
@@ -55,7 +63,8 @@ class _Observer:
 
     def metrics(self, model: str) -> dict[str, Any]:
         router = self._router(model)
-        text = httpx.get(f"{router['url']}/metrics", timeout=10).text
+        with egress_client(self.egress) as client:  # the router's URL comes from a state file: held to the list
+            text = client.get(f"{router['url']}/metrics").text
         window = read_window(text)
         created = {
             line.split('version="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])

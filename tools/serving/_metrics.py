@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import httpx
-
+from mlops_supervisor.policies.egress import LOOPBACK
+from mlops_supervisor.tools.core import egress_client
 from mlops_supervisor.tools.serving._backend import ServingBackend
 
 __all__ = ["read_router", "read_window"]
@@ -39,4 +39,6 @@ def read_router(backend: ServingBackend, model: str) -> dict[str, dict[str, Any]
     router = backend.status(model)["router"]
     if not router or not router["alive"]:
         return {}
-    return read_window(httpx.get(f"{router['url']}/metrics", timeout=10).text)
+    # the local backend's routers listen on loopback; a URL from a tampered state file goes nowhere else
+    with egress_client(LOOPBACK) as client:
+        return read_window(client.get(f"{router['url']}/metrics").text)
