@@ -18,7 +18,7 @@ import httpx
 import pytest
 import uvloop
 
-from mlops_supervisor.policies import PatternRedactor
+from mlops_supervisor.policies.pii import PresidioRedactor
 from mlops_supervisor.tools.serving import _router
 from mlops_supervisor.tools.serving._router import Router, start_router
 
@@ -71,7 +71,7 @@ def proxy(tmp_path: Path) -> Iterator[SimpleNamespace]:
     upstream_url = f"http://127.0.0.1:{upstream.server_address[1]}"
     routes = tmp_path / "routes.json"
     _write_routes(routes, {"1": (upstream_url, 100)})
-    router = Router(routes, samples_path=tmp_path / "samples.jsonl", redactor=PatternRedactor())
+    router = Router(routes, samples_path=tmp_path / "samples.jsonl", redactor=PresidioRedactor())
     loop = uvloop.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -218,3 +218,9 @@ def test_samples_are_redacted(proxy: SimpleNamespace) -> None:
     assert "jane.doe@example.com" not in kept
     line = json.loads(kept.splitlines()[-1])
     assert line["records"] == [{"age": 39, "note": "write to <EMAIL_ADDRESS>"}] and line["predictions"] == [1]
+    # the supervisor's redactor: a name in prose and a secret assignment in a free-text feature too
+    secret = "Zk3CANARYq9Vb2Lm8Np4Rt6Wx1Yz5Ac7Ef0RTR"
+    record = {"age": 41, "note": f"Customer Helena Varga pasted AWS_SECRET_ACCESS_KEY={secret} in the form"}
+    assert httpx.post(f"{proxy.url}/invocations", json={"dataframe_records": [record]}, timeout=10).status_code == 200
+    kept = proxy.samples.read_text("utf-8")
+    assert "Helena" not in kept and "Varga" not in kept and secret not in kept

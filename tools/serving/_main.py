@@ -44,10 +44,12 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
     if args.kind == "router":
-        from mlops_supervisor.policies import PatternRedactor
+        from mlops_supervisor.policies.pii import PresidioRedactor
         from mlops_supervisor.tools.serving._router import serve_router
 
-        redactor = PatternRedactor()
+        # The supervisor's redactor for the request samples: secrets and PII by pattern at once;
+        # the NER model loads only if a sampled value reads as prose (a free-text feature).
+        redactor = PresidioRedactor()
         _freeze_heap()
         serve_router(args.routes, samples_path=args.samples, redactor=redactor, port=args.port)
         return
