@@ -41,6 +41,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from mlops_supervisor.policies.egress import LOOPBACK, host_allowed
+from mlops_supervisor.policies.redaction import collect_strings
 
 __all__ = [
     "STRONG_SIGNALS",
@@ -758,20 +759,6 @@ _SAFE_KEY = re.compile(r"[A-Za-z0-9_.-]{1,40}")
 _JOIN = "\n\x00\n"
 
 
-def _strings(value: Any, out: list[str]) -> None:
-    """Every string in ``value``, mapping keys included (each key before its value), in order."""
-    if isinstance(value, str):
-        out.append(value)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(key, str):
-                out.append(key)
-            _strings(item, out)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            _strings(item, out)
-
-
 def _paths(value: Any, where: str, out: list[str]) -> None:
     """The JSON path of each string ``_strings`` lists, in the same order: indices and plain keys only."""
     if isinstance(value, str):
@@ -792,7 +779,7 @@ def string_leaves(value: Any) -> list[tuple[str, str]]:
     """Every string in a JSON-like ``value`` (mapping keys included) with its path, as ``scan_value`` names them."""
     texts: list[str] = []
     paths: list[str] = []
-    _strings(value, texts)
+    collect_strings(value, texts)
     _paths(value, "$", paths)
     return list(zip(paths, texts, strict=True))
 
@@ -801,7 +788,7 @@ def scan_value(value: Any, *, allowed_hosts: Iterable[str] = LOOPBACK) -> Inject
     """The verdict on a JSON-like value: each string (and key) on its own, so the value's own structure
     (a record with ``name`` and ``arguments`` keys) is never taken for a tool call; ``where`` names the path."""
     texts: list[str] = []
-    _strings(value, texts)
+    collect_strings(value, texts)
     if not texts:
         return InjectionScan.clean()
     found = _findings(_JOIN.join(texts), tuple(allowed_hosts), decode=True)

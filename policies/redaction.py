@@ -20,7 +20,14 @@ from typing import Any, Protocol, runtime_checkable
 
 from mlops_supervisor.policies.secrets import secret_key_strength, secret_value_for_key
 
-__all__ = ["Finding", "PatternRedactor", "Redactor", "redact_value", "replace_spans"]
+__all__ = [
+    "Finding",
+    "PatternRedactor",
+    "Redactor",
+    "collect_strings",
+    "redact_value",
+    "replace_spans",
+]
 
 
 @dataclass(frozen=True)
@@ -57,23 +64,24 @@ def redact_value(redactor: Redactor, value: Any) -> Any:
     prime = getattr(redactor, "prime", None)
     if callable(prime) and not isinstance(value, str):
         strings: list[str] = []
-        _collect_strings(value, strings)
+        collect_strings(value, strings)
         if len(strings) > 1:
             prime(strings)
     return _redact(redactor, value, None)
 
 
-def _collect_strings(value: Any, into: list[str]) -> None:
+def collect_strings(value: Any, into: list[str]) -> None:
+    """Append every string in ``value`` to ``into``, mapping keys included (each key before its value), in order."""
     if isinstance(value, str):
         into.append(value)
     elif isinstance(value, Mapping):
         for k, v in value.items():
             if isinstance(k, str):
                 into.append(k)
-            _collect_strings(v, into)
+            collect_strings(v, into)
     elif isinstance(value, list | tuple):
         for v in value:
-            _collect_strings(v, into)
+            collect_strings(v, into)
 
 
 _SECRET_PLACEHOLDER = "<SECRET>"
