@@ -52,7 +52,7 @@ __all__ = [
 # Set before presidio imports tldextract: offline, the suffix-list fetch only prints errors.
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 
-DEFAULT_PII_ENTITIES: tuple[str, ...] = (
+_IDENTIFYING: tuple[str, ...] = (
     "PERSON",
     "EMAIL_ADDRESS",
     "PHONE_NUMBER",
@@ -60,23 +60,15 @@ DEFAULT_PII_ENTITIES: tuple[str, ...] = (
     "US_SSN",
     "IBAN_CODE",
     "IP_ADDRESS",
-    "API_KEY",
-    "SECRET",
-    "JWT",
-    "PRIVATE_KEY",
 )
+
+DEFAULT_PII_ENTITIES: tuple[str, ...] = (*_IDENTIFYING, "API_KEY", "SECRET", "JWT", "PRIVATE_KEY")
 """Entities that make a value personal or secret: what every boundary redacts by default.
 Locations, nationalities and dates are left out on purpose: they are ordinary features (and
 sensitive attributes such as race are needed for fairness checks), not identifiers."""
 
 PII_ENTITIES: tuple[str, ...] = (
-    "PERSON",
-    "EMAIL_ADDRESS",
-    "PHONE_NUMBER",
-    "CREDIT_CARD",
-    "US_SSN",
-    "IBAN_CODE",
-    "IP_ADDRESS",
+    *_IDENTIFYING,
     "STREET_ADDRESS",
     "ZIP_CODE",
     "LOCATION",

@@ -393,9 +393,9 @@ def _policy_node(runtime: Runtime) -> _Node[Command[Any]]:
         decisions = list(state.get("decisions", []))
         allowed: list[dict[str, Any]] = []
         pending: list[dict[str, Any]] = []
+        signed = Signed.model_validate(state["request_signed"]) if state.get("request_signed") else None
         for call in proposal.tool_calls:
             decision, gated = _decide_call(runtime, state, spec, proposal, call)
-            signed = Signed.model_validate(state["request_signed"]) if state.get("request_signed") else None
             if decision.kind == "needs_approval":
                 unsigned = check_signed_request(
                     signed, requester=state.get("requester", ""), thread_id=state["thread_id"], policy=runtime.policy

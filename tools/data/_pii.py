@@ -20,6 +20,7 @@ import pandas as pd
 
 from mlops_supervisor.policies import Finding, Redactor
 from mlops_supervisor.policies.policy import PiiRules
+from mlops_supervisor.policies.redaction import replace_spans
 from mlops_supervisor.tools.core import ProgressFactory, no_progress
 
 __all__ = [
@@ -193,7 +194,7 @@ def redact_text_cells(
             by_entity: dict[str, int] = {}
             for values in _batches(list(per_value.index)):
                 for value, found in zip(values, _findings_of(detector, values), strict=True):
-                    redacted = detector.redact_text(value) if found else value
+                    redacted = replace_spans(value, found)  # the findings in hand: no second pass
                     if redacted == value:
                         continue
                     replacements[value] = redacted
