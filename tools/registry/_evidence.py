@@ -26,6 +26,7 @@ __all__ = [
     "CHAMPION_ACTION",
     "aliased_version",
     "approval_record",
+    "evaluation_report",
     "model_version",
     "report_digest",
     "training_evidence",
@@ -137,6 +138,27 @@ def _evaluation(client: Any, model: str, version: int, tags: dict[str, str]) -> 
         fairness_limits=floors.get("fairness_limits"),
         policy_digest=floors.get("policy_sha256"),
     )
+
+
+def evaluation_report(client: Any, model: str, version: int) -> tuple[dict[str, Any] | None, bool]:
+    """The evaluation report of ``model`` ``version`` (``evaluation/report.json`` of the run its tags name) and
+    whether the version's tags agree with it; ``(None, False)`` when there is none or it cannot be read.
+
+    For people to look at (what an approver signs off on): the gates read ``version_evidence``.
+    """
+    tags = dict(model_version(client, model, version).tags)
+    run_id = tags.get("mlops.eval.run_id")
+    if not run_id:
+        return None, False
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            report = json.loads(
+                Path(client.download_artifacts(run_id, "evaluation/report.json", tmp)).read_text("utf-8")
+            )
+        except Exception:  # noqa: BLE001 - a missing or unreadable report is no report to show
+            return None, False
+    evidence = _evaluation(client, model, version, tags)
+    return report, bool(evidence is not None and evidence.consistent)
 
 
 def aliased_version(client: Any, model: str, alias: str = "champion") -> Any | None:
