@@ -2,16 +2,25 @@
 
 ``ScriptedChatModel`` replays a fixed list of AI messages (tool calls included), supports
 ``bind_tools`` and streaming, and fails loudly when its script runs out. ``load_script``
-reads a per-node script file for the ``scripted:PATH`` model spec.
+reads a per-node script file for the ``scripted:PATH`` model spec. ``OpenAIStub`` is a real
+HTTP server on loopback that speaks the chat-completions API (plain and streamed answers, tool
+calls, structured output, 429/5xx, slow answers), scripted with ``Reply`` values, for driving
+``openai:MODEL`` through the real SDK without a network.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import tempfile
-from collections.abc import Iterator, Sequence
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +36,10 @@ from mlops_supervisor.policies import ScriptExhaustedError, UsageError
 
 __all__ = [
     "KeyRing",
+    "OpenAIStub",
+    "Reply",
     "ScriptedChatModel",
+    "StubRequest",
     "adversarial_allow_list_script",
     "as_chunk",
     "install_policy",
@@ -259,3 +271,364 @@ def _plausible_args(tool: str) -> dict[str, Any]:
         "scan_prompt_injection": {"text": "hello"},
     }
     return plausible.get(tool, {})
+
+
+# --- a chat-completions server on loopback --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One scripted answer of ``OpenAIStub``; build it with the class methods.
+
+    The same reply is sent whole or streamed, as the request asks (``stream: true``): streamed,
+    the content goes out in pieces of ``chunk_chars`` characters ``chunk_delay`` seconds apart,
+    tool-call arguments likewise, then a chunk with the finish reason, then (when the request
+    asked ``stream_options.include_usage``) a usage chunk, then ``data: [DONE]``. ``delay``
+    holds the answer back that many seconds before anything is sent (a slow server).
+    ``usage`` is (prompt tokens, completion tokens); by default about a token per 4 characters.
+    """
+
+    content: str = ""
+    tool_calls: tuple[tuple[str, Mapping[str, Any]], ...] = ()
+    route: Mapping[str, str] | None = None
+    status: int = 200
+    error: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    usage: tuple[int, int] | None = None
+    delay: float = 0.0
+    chunk_delay: float = 0.0
+    chunk_chars: int = 8
+
+    @classmethod
+    def text(cls, content: str, **options: Any) -> Reply:
+        """A plain assistant answer."""
+        return cls(content=content, **options)
+
+    @classmethod
+    def tools(cls, *calls: tuple[str, Mapping[str, Any]], content: str = "", **options: Any) -> Reply:
+        """An answer proposing ``calls``, each ``(tool name, arguments)``."""
+        return cls(content=content, tool_calls=tuple((name, dict(args)) for name, args in calls), **options)
+
+    @classmethod
+    def route_to(cls, next: str, task: str = "", answer: str = "", **options: Any) -> Reply:
+        """The supervisor's ``Route``: JSON content when the request asks for a ``json_schema``
+        response format, else a call of the tool the request forces (default ``Route``)."""
+        return cls(route={"next": next, "task": task, "answer": answer}, **options)
+
+    @classmethod
+    def failure(cls, status: int, message: str = "", *, retry_after: float | None = None, **options: Any) -> Reply:
+        """An error answer (``{"error": {...}}``) with ``status``; ``retry_after`` sets ``Retry-After`` (seconds)."""
+        headers = dict(options.pop("headers", {}))
+        if retry_after is not None:
+            headers["Retry-After"] = f"{retry_after:g}"
+        return cls(status=status, error=message or f"scripted error {status}", headers=headers, **options)
+
+    @classmethod
+    def rate_limited(cls, retry_after: float = 1.0, **options: Any) -> Reply:
+        """429 with ``Retry-After``."""
+        return cls.failure(429, "rate limit reached (scripted)", retry_after=retry_after, **options)
+
+    @classmethod
+    def server_error(cls, status: int = 500, **options: Any) -> Reply:
+        """A 5xx answer."""
+        return cls.failure(status, "the server had an error (scripted)", **options)
+
+
+@dataclass
+class StubRequest:
+    """One request as ``OpenAIStub`` received it, and what it answered."""
+
+    index: int
+    at: float
+    """``time.monotonic()`` when the request arrived."""
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    status: int = 0
+    usage: tuple[int, int] | None = None
+    """(prompt, completion) tokens the answer reported, None when it reported none."""
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """The chat messages sent."""
+        return list(self.body.get("messages") or [])
+
+    @property
+    def last_role(self) -> str:
+        """The role of the last message (``tool`` after a tool's result)."""
+        return str(self.messages[-1].get("role", "")) if self.messages else ""
+
+    @property
+    def tools(self) -> list[str]:
+        """The names of the tools offered."""
+        return [t["function"]["name"] for t in self.body.get("tools") or [] if "function" in t]
+
+    @property
+    def forced_tool(self) -> str | None:
+        """The tool ``tool_choice`` forces, if any."""
+        choice = self.body.get("tool_choice")
+        if isinstance(choice, dict):
+            return str(choice.get("function", {}).get("name") or "") or None
+        return None
+
+    @property
+    def response_format(self) -> dict[str, Any] | None:
+        """The ``response_format`` asked for, if any."""
+        value = self.body.get("response_format")
+        return value if isinstance(value, dict) else None
+
+    @property
+    def structured(self) -> bool:
+        """Whether the request asks for a ``json_schema`` response format."""
+        return (self.response_format or {}).get("type") == "json_schema"
+
+    @property
+    def stream(self) -> bool:
+        """Whether the request asks for a streamed answer."""
+        return bool(self.body.get("stream"))
+
+    @property
+    def include_usage(self) -> bool:
+        """Whether a streamed answer must end with a usage chunk."""
+        return bool((self.body.get("stream_options") or {}).get("include_usage"))
+
+
+Responder = Callable[[StubRequest], "Reply | None"]
+
+
+class OpenAIStub:
+    """A real HTTP server on 127.0.0.1 that speaks ``POST /v1/chat/completions``, scripted per test.
+
+    ::
+
+        with OpenAIStub() as stub:
+            stub.push(Reply.rate_limited(retry_after=1), Reply.text("hello"))
+            monkeypatch.setenv("OPENAI_BASE_URL", stub.url)
+            ...
+            assert stub.requests[1].at - stub.requests[0].at >= 1
+
+    Each request takes the next pushed reply; when none is left, ``respond(request)`` (if given)
+    answers; when that returns None too, the stub answers 400 naming the request, so a test that
+    asks more than it scripted fails loudly. ``structured_output=False`` plays a server without
+    ``response_format``: such a request gets a 400 naming ``response_format`` and takes no reply.
+    Every request is kept in ``requests`` with its arrival time and the status it got.
+    """
+
+    def __init__(
+        self, respond: Responder | None = None, *, structured_output: bool = True, model: str | None = None
+    ) -> None:
+        self.respond = respond
+        self.structured_output = structured_output
+        self.model = model
+        self.requests: list[StubRequest] = []
+        self._replies: deque[Reply] = deque()
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ---
+
+    def start(self) -> OpenAIStub:
+        """Listen on a free loopback port and serve in a daemon thread."""
+        if self._server is not None:
+            return self
+        handler = type("OpenAIStubHandler", (_StubHandler,), {"stub": self})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        server.block_on_close = False
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name="openai-stub", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the port (a slow answer still sleeping is abandoned)."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        self._server = None
+
+    def __enter__(self) -> OpenAIStub:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """The base URL to give the client (``OPENAI_BASE_URL``): ``http://127.0.0.1:PORT/v1``."""
+        if self._server is None:
+            raise RuntimeError("the OpenAIStub is not started; use it as a context manager or call start()")
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    # --- scripting ---
+
+    def push(self, *replies: Reply) -> OpenAIStub:
+        """Queue ``replies``; each request takes the first one left."""
+        with self._lock:
+            self._replies.extend(replies)
+        return self
+
+    @property
+    def pending(self) -> int:
+        """How many pushed replies no request has taken yet."""
+        with self._lock:
+            return len(self._replies)
+
+    def _reply_for(self, request: StubRequest) -> Reply | None:
+        with self._lock:
+            if self._replies:
+                return self._replies.popleft()
+        return self.respond(request) if self.respond is not None else None
+
+    def _record(self, request: StubRequest) -> None:
+        with self._lock:
+            request.index = len(self.requests)
+            self.requests.append(request)
+
+
+def _sse(payload: Any) -> bytes:
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+def _pieces(text: str, size: int) -> list[str]:
+    size = max(1, size)
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+
+
+class _StubHandler(BaseHTTPRequestHandler):
+    stub: OpenAIStub
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self._json(404, {"error": {"message": f"OpenAIStub serves only POST /v1/chat/completions, not {self.path}"}})
+
+    def do_POST(self) -> None:
+        arrived = time.monotonic()
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b"{}"
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = {"_unparsed": raw.decode("utf-8", "replace")}
+        request = StubRequest(
+            index=-1, at=arrived, method="POST", path=self.path, headers=dict(self.headers.items()), body=body
+        )
+        self.stub._record(request)
+        # a client that gave up (a timeout) has closed the connection: nothing more to tell it
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self._answer(request)
+
+    def _answer(self, request: StubRequest) -> None:
+        if not request.path.rstrip("/").endswith("/chat/completions"):
+            request.status = 404
+            self._json(404, {"error": {"message": f"OpenAIStub serves only /v1/chat/completions, not {request.path}"}})
+            return
+        if request.response_format is not None and not self.stub.structured_output:
+            request.status = 400
+            refusal = "response_format is not supported by this server (OpenAIStub, structured_output=False)"
+            self._json(
+                400, {"error": {"message": refusal, "type": "invalid_request_error", "param": "response_format"}}
+            )
+            return
+        reply = self.stub._reply_for(request)
+        if reply is None:
+            request.status = 400
+            unscripted = f"OpenAIStub has no reply scripted for request #{request.index} (push more, or give respond)"
+            self._json(400, {"error": {"message": unscripted, "type": "invalid_request_error"}})
+            return
+        if reply.delay:
+            time.sleep(reply.delay)
+        request.status = reply.status
+        if reply.status >= 400:
+            error = {"message": reply.error, "type": "scripted_error", "code": str(reply.status)}
+            self._json(reply.status, {"error": error}, reply.headers)
+            return
+        content, calls = reply.content, list(reply.tool_calls)
+        if reply.route is not None:
+            if request.structured:
+                content = json.dumps(dict(reply.route))
+            else:
+                calls.append((request.forced_tool or "Route", dict(reply.route)))
+        prompt, completion = reply.usage or (
+            1 + len(json.dumps(request.messages)) // 4,
+            1 + (len(content) + sum(len(json.dumps(dict(a))) for _, a in calls)) // 4,
+        )
+        usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+        model = self.stub.model or str(request.body.get("model", "stub-model"))
+        ident = f"chatcmpl-stub{request.index}"
+        tool_calls: list[dict[str, Any]] = [
+            {
+                "id": f"call_stub{request.index}_{i}",
+                "type": "function",
+                "function": {"name": n, "arguments": json.dumps(dict(a))},
+            }
+            for i, (n, a) in enumerate(calls)
+        ]
+        finish = "tool_calls" if tool_calls else "stop"
+        if not request.stream:
+            request.usage = (prompt, completion)
+            message: dict[str, Any] = {"role": "assistant", "content": content if content or not tool_calls else None}
+            if tool_calls:
+                message["tool_calls"] = tool_calls
+            payload = {
+                "id": ident,
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+                "usage": usage,
+            }
+            self._json(200, payload, reply.headers)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        base = {"id": ident, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> None:
+            self.wfile.write(_sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}))
+            self.wfile.flush()
+
+        chunk({"role": "assistant", "content": ""})
+        if content:
+            for piece in _pieces(content, reply.chunk_chars):
+                if reply.chunk_delay:
+                    time.sleep(reply.chunk_delay)
+                chunk({"content": piece})
+        for i, call in enumerate(tool_calls):
+            head = {
+                "index": i,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": ""},
+            }
+            chunk({"tool_calls": [head]})
+            for piece in _pieces(call["function"]["arguments"], reply.chunk_chars):
+                if reply.chunk_delay:
+                    time.sleep(reply.chunk_delay)
+                chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
+        chunk({}, finish)
+        if request.include_usage:
+            request.usage = (prompt, completion)
+            self.wfile.write(_sse({**base, "choices": [], "usage": usage}))
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
+
+    def _json(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+        self.wfile.flush()
