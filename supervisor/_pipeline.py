@@ -38,8 +38,11 @@ def preflight(spec_path: str | Path, policy: Policy) -> LoadedSpec:
     return loaded
 
 
-def playbook(loaded: LoadedSpec, stop_after: str) -> list[dict[str, Any]]:
+def playbook(loaded: LoadedSpec, stop_after: str, *, objective: list[str] | None = None) -> list[dict[str, Any]]:
     """The commands for every stage up to ``stop_after``, in order, one tool call each.
+
+    ``objective`` (the Plan's restatement of the objective and acceptance criteria, already
+    redacted) rides on the first command, where the report finds it.
 
     The evaluate stage registers the best candidate (a version is what gets evaluated) and
     evaluates it; the register stage points ``challenger`` at it. Arguments written as
@@ -77,6 +80,8 @@ def playbook(loaded: LoadedSpec, stop_after: str) -> list[dict[str, Any]]:
             commands.append(
                 {"agent": agent, "tool": tool, "args": args, "text": f"call {tool} {json.dumps(args)}", "stage": stage}
             )
+    if objective and commands:
+        commands[0]["objective"] = list(objective)
     return commands
 
 

@@ -246,6 +246,12 @@ _RULES: tuple[_Rule, ...] = (
 
 _CALL = re.compile(r"^\s*call\s+(?P<tool>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<args>\{.*\})?\s*$", re.IGNORECASE | re.DOTALL)
 _CALL_USAGE = ("call TOOL [JSON-ARGS]", "call one tool through the specialist that owns it")
+_LIFECYCLE_USAGE = (
+    "lifecycle [SPEC] [through STAGE] [key=value ...]",
+    "run SPEC's stages through STAGE (default monitor) once every input they need is known; "
+    "what is missing is listed, never guessed",
+    "without SPEC, data_source=, target=, task= and model= answers make one; a request of its own",
+)
 
 
 def _parse_call(text: str) -> PlannedCommand | None:
@@ -273,6 +279,8 @@ GRAMMAR_HELP = "\n".join(
         "Commands the offline planner understands (join several with ';' or 'then'):",
         *(f"  {rule.usage:<44} {rule.summary}" for rule in _RULES),
         f"  {_CALL_USAGE[0]:<44} {_CALL_USAGE[1]}",
+        f"  {_LIFECYCLE_USAGE[0]}",
+        *(f"  {'':<44} {line}" for line in _LIFECYCLE_USAGE[1:]),
         f"  {'help':<44} this list",
     ]
 )
@@ -290,6 +298,11 @@ def parse_command(text: str) -> PlannedCommand:
     call = _parse_call(text)
     if call is not None:
         return call
+    if re.match(r"^\s*lifecycle(?:\s|$)", text, re.IGNORECASE):
+        raise UsageError(
+            f"{text.strip()!r}: a lifecycle request is a request of its own; send it alone, not joined with "
+            "';' or 'then'"
+        )
     for rule in _RULES:
         match = rule.pattern.match(text)
         if match:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,10 +23,16 @@ from mlops_supervisor.policies.policy import CanaryRules
 from mlops_supervisor.tools.core._schemas import checked_name
 
 __all__ = [
+    "ALERT_ROUTE_KINDS",
     "CLASSIFICATION_METRICS",
     "REGRESSION_METRICS",
+    "SENSITIVITIES",
+    "SERVING_TARGETS",
+    "WATCHABLE",
     "Candidate",
+    "MonitoringSpec",
     "PipelineSpec",
+    "ServingSpec",
     "check_deployment",
     "load_spec",
     "search_size",
@@ -37,6 +44,25 @@ Scalar = str | int | float | bool | None
 CLASSIFICATION_METRICS = ("roc_auc", "accuracy", "balanced_accuracy", "f1", "precision", "recall", "log_loss")
 REGRESSION_METRICS = ("rmse", "mae", "r2")
 _FORMATS = (".csv", ".parquet", ".pq")
+
+Sensitivity = Literal["public", "internal", "confidential", "restricted"]
+SENSITIVITIES: tuple[Sensitivity, ...] = ("public", "internal", "confidential", "restricted")
+ServingTarget = Literal["local", "kubernetes", "kserve"]
+SERVING_TARGETS: tuple[ServingTarget, ...] = ("local", "kubernetes", "kserve")
+Watchable = Literal["latency", "errors", "drift", "bias"]
+WATCHABLE: tuple[Watchable, ...] = ("latency", "errors", "drift", "bias")
+ALERT_ROUTE_KINDS = ("log", "email", "slack", "webhook")
+_ALERT_ROUTE = re.compile(r"^(?:log|(?:email|slack|webhook):\S+)$")
+
+
+def check_alert_route(route: str) -> str:
+    """``route`` when it is one the alerts can take (``log``, ``email:ADDRESS``, ``slack:#CHANNEL``,
+    ``webhook:URL``); ``ValueError`` naming it and the allowed forms otherwise."""
+    if not _ALERT_ROUTE.match(route):
+        raise ValueError(
+            f"alert route {route!r} is not one of: log, email:ADDRESS, slack:#CHANNEL, webhook:https://HOST/PATH"
+        )
+    return route
 
 
 class _Strict(BaseModel):
@@ -77,6 +103,11 @@ class DataSpec(_Strict):
     positive_class: Scalar = Field(default=None, description="binary classification: the class scored as positive")
     sensitive_features: tuple[str, ...] = Field(default=(), description="columns the fairness checks group by")
     drop_columns: tuple[str, ...] = Field(default=(), description="columns removed before anything else")
+    sensitivity: Sensitivity | None = Field(
+        default=None,
+        description="how sensitive the data is: public, internal, confidential or restricted; "
+        "asked for before a deploy when not given",
+    )
     split: SplitSpec = SplitSpec()
     checks: ChecksSpec = ChecksSpec()
 
@@ -226,6 +257,45 @@ class DeploymentSpec(_Strict):
         return [s for s in self.canary_steps if s < 100]
 
 
+class ServingSpec(_Strict):
+    """Where the model is served and the latency it must keep; asked for before a deploy when not given."""
+
+    target: ServingTarget | None = Field(
+        default=None,
+        description="where the endpoint runs: local (model servers and a router on this machine), "
+        "kubernetes or kserve (not served by this version yet)",
+    )
+    latency_p95_ms: float | None = Field(
+        default=None, gt=0, le=600_000, description="the 95th-percentile latency goal of a prediction, in ms"
+    )
+
+
+class MonitoringSpec(_Strict):
+    """What is watched once the model serves, and who hears about it; asked for before monitoring when not given."""
+
+    watch: tuple[Watchable, ...] = Field(
+        default=(), description="what to watch: any of latency, errors, drift and bias"
+    )
+    owner: str | None = Field(default=None, min_length=1, description="the person who owns the model in production")
+    alert: str | None = Field(
+        default=None,
+        description="where alerts go: log (the workspace's alert log), email:ADDRESS, slack:#CHANNEL or "
+        "webhook:https://HOST/PATH",
+    )
+
+    @field_validator("watch")
+    @classmethod
+    def _once_each(cls, watch: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(watch)) != len(watch):
+            raise ValueError(f"watch names something twice: {list(watch)}")
+        return watch
+
+    @field_validator("alert")
+    @classmethod
+    def _route(cls, alert: str | None) -> str | None:
+        return None if alert is None else check_alert_route(alert)
+
+
 def check_deployment(deployment: DeploymentSpec, rules: CanaryRules) -> list[str]:
     """What in ``deployment`` asks for less than the policy's canary minimums ``rules``; empty when nothing.
 
@@ -259,10 +329,17 @@ def check_deployment(deployment: DeploymentSpec, rules: CanaryRules) -> list[str
 
 
 class PipelineSpec(_Strict):
-    """A whole pipeline: data, training, evaluation gate, registered model and deployment plan."""
+    """A whole pipeline: data, training, evaluation gate, registered model, deployment, serving and monitoring."""
 
     version: Literal[1] = 1
     name: str = Field(description="pipeline name; also the MLflow experiment unless 'experiment' is set")
+    use_case: str | None = Field(
+        default=None,
+        min_length=3,
+        max_length=500,
+        description="what the model is for, in a sentence; the report's Plan restates it; asked for before a "
+        "deploy when not given",
+    )
     experiment: str | None = Field(default=None, description="MLflow experiment name")
     seed: int = Field(default=42, ge=0, le=2**32 - 1, description="seed of the split, the search and the estimators")
     data: DataSpec
@@ -270,6 +347,12 @@ class PipelineSpec(_Strict):
     evaluation: EvaluationSpec = EvaluationSpec()
     model: ModelSpec
     deployment: DeploymentSpec = DeploymentSpec()
+    serving: ServingSpec = Field(
+        default=ServingSpec(), description="where the model is served and its latency goal (needed to deploy)"
+    )
+    monitoring: MonitoringSpec = Field(
+        default=MonitoringSpec(), description="what is watched and who is alerted (needed to monitor)"
+    )
 
     @field_validator("name")
     @classmethod
