@@ -6,7 +6,7 @@ import json
 import re
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,8 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.errors import GraphRecursionError
 from langgraph.types import Command
 
+from mlops_supervisor._approval_view import ApprovalEvidence, approval_evidence
+from mlops_supervisor._events import StreamEvent, events_of
 from mlops_supervisor._graph import Runtime, build_graph
 from mlops_supervisor._llm import ModelProvider, resolve_model
 from mlops_supervisor._logging import close_logging, make_logger
@@ -24,6 +26,15 @@ from mlops_supervisor._pipeline import playbook, preflight
 from mlops_supervisor._planner import parse_request
 from mlops_supervisor._policy_store import apply_policy, approve_policy, resolve_policy
 from mlops_supervisor._report import build_report
+from mlops_supervisor._requirements import (
+    LifecycleCheck,
+    LifecycleRequest,
+    MissingInput,
+    MissingInputsError,
+    check_lifecycle,
+    parse_lifecycle,
+    spec_file_for,
+)
 from mlops_supervisor._results import (
     DecisionRecord,
     EndpointSummary,
@@ -37,6 +48,8 @@ from mlops_supervisor._results import (
 )
 from mlops_supervisor._settings import Settings
 from mlops_supervisor._state import ThreadStatus, initial_state
+from mlops_supervisor._tracing import SupervisorTracing, TracedRun
+from mlops_supervisor._usage import usage_result
 from mlops_supervisor._workspace import Workspace
 from mlops_supervisor.agents import SPECIALISTS
 from mlops_supervisor.policies import (
@@ -59,7 +72,7 @@ from mlops_supervisor.policies import (
 from mlops_supervisor.policies.identity import default_key_dir, load_private_key
 from mlops_supervisor.policies.pii import PresidioRedactor
 from mlops_supervisor.tools import ProgressFactory, ToolContext, ToolRegistry, build_tool_registry, no_progress
-from mlops_supervisor.tools.core import Chokepoint
+from mlops_supervisor.tools.core import Chokepoint, default_tracking_uri
 
 __all__ = ["Supervisor", "resolve_policy"]
 
@@ -123,6 +136,14 @@ class Supervisor:
             fsync=self.settings.audit_fsync,
         )
         self.log = make_logger(self.workspace.logs_dir, redactor=self.redactor, console_level=self.settings.log_level)
+        # Every graph invocation is an MLflow trace in the workspace's store, redacted span by span (_tracing.py).
+        self._tracing = SupervisorTracing(
+            workspace=self.workspace.root,
+            tracking_uri=self.settings.mlflow_tracking_uri or default_tracking_uri(self.workspace.root),
+            redactor=self.redactor,
+            log=self.log,
+            enabled=self.settings.tracing,
+        )
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         hash_key = self.settings.pii_hash_key
         # Every mutating tool runs through this supervisor's chokepoint, acting as its user, whoever
@@ -152,7 +173,7 @@ class Supervisor:
 
     def _provider(self, spec: str) -> ModelProvider:
         if spec not in self._providers:
-            self._providers[spec] = resolve_model(spec, nodes=NODES)
+            self._providers[spec] = resolve_model(spec, nodes=NODES, settings=self.settings)
         return self._providers[spec]
 
     def _graph(self, spec: str) -> Any:
@@ -185,7 +206,8 @@ class Supervisor:
             )
         return snapshot
 
-    def _result(self, thread_id: str) -> RunResult:
+    def _result(self, thread_id: str, *, traced: TracedRun | None = None) -> RunResult:
+        """The thread's result as it stands, with its traces (``traced``: the run that just ended)."""
         snapshot = self._require_thread(thread_id)
         values = snapshot.values
         awaiting = bool(snapshot.interrupts)
@@ -211,7 +233,7 @@ class Supervisor:
                 approve_command=f"mlops-supervisor approve {thread_id} --as APPROVER",
                 reject_command=f"mlops-supervisor reject {thread_id} --as APPROVER --reason TEXT",
             )
-        return RunResult(
+        result = RunResult(
             status=status,
             thread_id=thread_id,
             report=Report(**report),
@@ -221,18 +243,23 @@ class Supervisor:
             requester=values.get("requester", ""),
             request=values.get("request", ""),
             audit_log=str(self.audit.path),
+            usage=usage_result(values.get("usage")),
         )
+        annotated: RunResult = self._tracing.annotate(result, traced)
+        return annotated
 
     def _invoke(self, spec: str, payload: Any, thread_id: str) -> RunResult:
-        try:
-            self._graph(spec).invoke(payload, self._config(thread_id))
-        except GraphRecursionError:
-            self.audit.append("failure", thread_id=thread_id, reason="recursion_limit")
-            raise UsageError(
-                f"thread {thread_id} hit the recursion limit ({self.policy.limits.recursion_limit}, "
-                "limits.recursion_limit in the policy)"
-            ) from None
-        return self._result(thread_id)
+        with self._tracing.invocation(payload, thread_id=thread_id, actor=self.user) as traced:
+            try:
+                self._graph(spec).invoke(payload, traced.config(self._config(thread_id)))
+            except GraphRecursionError:
+                self.audit.append("failure", thread_id=thread_id, reason="recursion_limit")
+                raise UsageError(
+                    f"thread {thread_id} hit the recursion limit ({self.policy.limits.recursion_limit}, "
+                    "limits.recursion_limit in the policy)"
+                ) from None
+            traced.finish(self._result(thread_id))
+        return self._result(thread_id, traced=traced)
 
     # --- public API --------------------------------------------------------------------
 
@@ -256,12 +283,19 @@ class Supervisor:
             thread_id = f"t-{uuid.uuid4().hex[:12]}"
         elif not _THREAD_ID.match(thread_id):
             raise UsageError(f"thread id {thread_id!r} is not allowed; use 1-64 letters, digits, '.', '_' or '-'")
+        text = self.redactor.redact_text(request)
+        model = self.model_spec
+        # a lifecycle request runs a spec's playbook, checked for missing inputs before anything is read or recorded
+        lifecycle = self._lifecycle_check(text) if commands is None and mode == "ask" else None
+        if lifecycle is not None and lifecycle.missing:
+            raise MissingInputsError(lifecycle.missing)
         existing = self._snapshot(thread_id)
         if existing is not None and existing.interrupts:
             raise UsageError(
                 f"thread {thread_id} is awaiting approval; answer it with approve or reject before asking again"
             )
-        text = self.redactor.redact_text(request)
+        if lifecycle is not None:
+            commands, mode, model = self._lifecycle_playbook(lifecycle), "pipeline", "offline"
         if commands is None:  # parsed before anything is recorded: a request it refuses leaves no line
             commands = self._commands(text)
         transcript = [*(existing.values.get("transcript", []) if existing else []), HumanMessage(text)]
@@ -280,7 +314,7 @@ class Supervisor:
             requester=self.user,
             request_signed=signed.model_dump() if signed else None,
             request=text,
-            model=self.model_spec,
+            model=model,
             transcript=transcript,
             mode="pipeline" if mode == "pipeline" else "ask",
             commands=commands,
@@ -318,22 +352,112 @@ class Supervisor:
         return [{"agent": c.agent, "tool": c.tool, "text": c.text, "args": c.args} for c in parse_request(redacted)]
 
     def ask(self, request: str, *, thread_id: str | None = None) -> RunResult:
-        """Run one request to its end, or until it pauses for an approval."""
-        thread_id, state = self._start(request, thread_id, mode="ask")
-        return self._invoke(self.model_spec, state, thread_id)
+        """Run one request to its end, or until it pauses for an approval.
 
-    def stream(self, request: str, *, thread_id: str | None = None) -> Iterator[dict[str, Any] | RunResult]:
-        """Like ``ask``, yielding ``{"node": name, ...}`` progress events, then the ``RunResult``."""
+        A lifecycle request (``lifecycle [SPEC] [through STAGE] [key=value ...]``) lacking an input its stages
+        need raises ``MissingInputsError`` listing them, before anything is recorded (``missing_inputs``).
+        """
         thread_id, state = self._start(request, thread_id, mode="ask")
-        for chunk in self._graph(self.model_spec).stream(state, self._config(thread_id), stream_mode="updates"):
-            for node, update in chunk.items():
-                if node.startswith("__"):
-                    continue
-                event: dict[str, Any] = {"node": node}
-                if isinstance(update, dict) and "route" in update:
-                    event["route"] = update["route"]
-                yield event
-        yield self._result(thread_id)
+        return self._invoke(state["model"], state, thread_id)
+
+    def missing_inputs(self, request: str, *, stop_after: str | None = None) -> list[MissingInput]:
+        """What a lifecycle request still needs for its stages (up to ``stop_after``, default the request's own
+        ``through``, else monitor), each with its question; ``[]`` when nothing is missing or the request is not
+        a lifecycle request. Nothing is recorded; a bad spec or a malformed request raises ``UsageError``."""
+        check = self._lifecycle_check(self.redactor.redact_text(request), stop_after)
+        return check.missing if check is not None else []
+
+    def _lifecycle_check(self, redacted: str, stop_after: str | None = None) -> LifecycleCheck | None:
+        parsed = parse_lifecycle(redacted)
+        if parsed is None:
+            return None
+        return self._check_inputs(parsed, stop_after)
+
+    def _check_inputs(self, parsed: LifecycleRequest, stop_after: str | None) -> LifecycleCheck:
+        from mlops_supervisor.tools.core import default_tracking_uri
+
+        loaded = preflight(parsed.spec, self.policy) if parsed.spec is not None else None
+        return check_lifecycle(
+            parsed,
+            policy=self.policy,
+            requester=self.user,
+            tracking_uri=self.settings.mlflow_tracking_uri
+            or f"{default_tracking_uri(self.workspace.root)} (the workspace's embedded store)",
+            through=stop_after,
+            loaded=loaded,
+        )
+
+    def _lifecycle_playbook(self, check: LifecycleCheck) -> list[dict[str, Any]]:
+        """The playbook of a complete lifecycle request, its spec written first into ``<workspace>/specs`` when
+        the request names none."""
+        loaded = check.loaded
+        if loaded is None:
+            from mlops_supervisor.tools.core import write_atomic
+
+            assert check.new_spec is not None
+            path, text = spec_file_for(check.new_spec, self.workspace.root / "specs")
+            if not path.exists():
+                write_atomic(path, text)
+            loaded = preflight(path, self.policy)
+            check.objective.insert(
+                1,
+                f"**Spec**: written from the answers to `{path}`; candidates "
+                + ", ".join(f"`{c.estimator}`" for c in loaded.spec.training.candidates)
+                + " (from the policy's allow-list for the task), metric "
+                + f"`{loaded.spec.training.metric}`.",
+            )
+        return playbook(loaded, check.through, objective=self._redacted_lines(check.objective))
+
+    def _redacted_lines(self, lines: list[str]) -> list[str]:
+        return [self.redactor.redact_text(line) for line in lines]
+
+    def stream(self, request: str, *, thread_id: str | None = None) -> Iterator[StreamEvent | RunResult]:
+        """Like ``ask``, yielding typed events (``mlops_supervisor._events``) as the graph runs, then the
+        ``RunResult``: the specialist chosen, each proposed call, each decision, each tool's outcome, a
+        pause for approval, and model text as it streams.
+
+        Model text comes a sentence (or line) at a time, not token by token: the chunks a model
+        streams are raw, and a secret or a name split across chunks could only be recognised
+        whole, so each sentence is held back until it ends and redacted before it is yielded.
+        """
+        thread_id, state = self._start(request, thread_id, mode="ask")
+        yield from self._stream_run(state["model"], state, thread_id)
+
+    def _stream_run(self, spec: str, payload: Any, thread_id: str) -> Iterator[StreamEvent | RunResult]:
+        """Run ``payload`` on ``thread_id`` like ``_invoke`` (traced the same way), yielding the events, then the
+        ``RunResult``."""
+        before = self._snapshot(thread_id) if payload is None or isinstance(payload, Command) else None
+        values = before.values if before is not None else {}
+        with self._tracing.invocation(payload, thread_id=thread_id, actor=self.user) as traced:
+            chunks = self._graph(spec).stream(
+                payload, traced.config(self._config(thread_id)), stream_mode=["updates", "messages"]
+            )
+            # The offline planner is no language model: its "tokens" are the tool outputs, reported already.
+            if self._provider(spec).offline:
+                chunks = (c for c in chunks if c[0] != "messages")
+            try:
+                yield from events_of(
+                    chunks,
+                    redact=self.redactor.redact_text,
+                    thread_id=thread_id,
+                    approvers=list(self.policy.approvers),
+                    decisions_before=len(values.get("decisions", [])),
+                    results_before=len(values.get("tool_results", [])),
+                    pending_before=values.get("pending", []),
+                )
+            except GraphRecursionError:
+                self.audit.append("failure", thread_id=thread_id, reason="recursion_limit")
+                raise UsageError(
+                    f"thread {thread_id} hit the recursion limit ({self.policy.limits.recursion_limit}, "
+                    "limits.recursion_limit in the policy)"
+                ) from None
+            except (KeyboardInterrupt, GeneratorExit):
+                # Stopped part-way (Ctrl-C, or the consumer stopped reading): the steps already taken stay
+                # checkpointed and audited; this line says the run went no further. `resume` continues it.
+                self.audit.append("interrupted", thread_id=thread_id, by=self.user)
+                raise
+            traced.finish(self._result(thread_id))
+        yield self._result(thread_id, traced=traced)
 
     def run_commands(self, request: str, commands: list[dict[str, Any]], *, thread_id: str | None = None) -> RunResult:
         """Run a fixed playbook of commands (``agent``, ``tool``, ``text``) as a pipeline."""
@@ -343,11 +467,15 @@ class Supervisor:
     def run_pipeline(self, spec: str | Path, *, stop_after: str = "monitor", thread_id: str | None = None) -> RunResult:
         """Run the stages of a pipeline spec up to ``stop_after`` (data, train, evaluate, ...).
 
-        The spec is checked first (``InvalidInputError`` before anything runs); each stage is
-        a tool call its specialist makes through the policy node, like any other request.
+        The spec is checked first (``InvalidInputError`` before anything runs), then the inputs the stages
+        need (``MissingInputsError`` listing what the spec, the policy and the settings leave open); each
+        stage is a tool call its specialist makes through the policy node, like any other request.
         """
         loaded = preflight(spec, self.policy)
-        commands = playbook(loaded, stop_after)
+        check = self._check_inputs(LifecycleRequest(spec=str(loaded.path)), stop_after)
+        if check.missing:
+            raise MissingInputsError(check.missing)
+        commands = playbook(loaded, stop_after, objective=self._redacted_lines(check.objective))
         return self.run_commands(f"run {loaded.path} --stop-after {stop_after}", commands, thread_id=thread_id)
 
     def _answer(
@@ -358,6 +486,19 @@ class Supervisor:
         approver: str | None,
         key: str | Path | Ed25519PrivateKey | None = None,
     ) -> RunResult:
+        answered = self._answer_command(thread_id, decision, reason, approver, key)
+        return answered if isinstance(answered, RunResult) else self._invoke(*answered, thread_id)
+
+    def _answer_command(
+        self,
+        thread_id: str,
+        decision: str,
+        reason: str,
+        approver: str | None,
+        key: str | Path | Ed25519PrivateKey | None = None,
+    ) -> RunResult | tuple[str, Command[Any]]:
+        """The signed answer as the command that resumes the thread (with the model spec to run it), or,
+        when the approver is refused, the thread's result with the refusal (the thread stays paused)."""
         snapshot = self._require_thread(thread_id)
         if not snapshot.interrupts:
             raise UsageError(
@@ -400,7 +541,7 @@ class Supervisor:
                 }
             )
         spec = snapshot.values.get("model") or self.model_spec
-        return self._invoke(spec, Command(resume=answer), thread_id)
+        return spec, Command(resume=answer)
 
     def approve(
         self,
@@ -426,6 +567,60 @@ class Supervisor:
         if not reason.strip():
             raise UsageError("a rejection needs a reason (--reason TEXT)")
         return self._answer(thread_id, "reject", reason, approver, key)
+
+    def stream_approve(
+        self,
+        thread_id: str,
+        *,
+        reason: str = "",
+        approver: str | None = None,
+        key: str | Path | Ed25519PrivateKey | None = None,
+    ) -> Iterator[StreamEvent | RunResult]:
+        """``approve``, yielding the events of the rest of the run as ``stream`` does, then the ``RunResult``
+        (status ``refused``, and nothing before it, when the approver is refused: the thread stays paused)."""
+        yield from self._stream_answer(thread_id, "approve", reason, approver, key)
+
+    def stream_reject(
+        self,
+        thread_id: str,
+        *,
+        reason: str,
+        approver: str | None = None,
+        key: str | Path | Ed25519PrivateKey | None = None,
+    ) -> Iterator[StreamEvent | RunResult]:
+        """``reject``, yielding the events of the rest of the run, then the ``RunResult``."""
+        if not reason.strip():
+            raise UsageError("a rejection needs a reason (--reason TEXT)")
+        yield from self._stream_answer(thread_id, "reject", reason, approver, key)
+
+    def _stream_answer(
+        self,
+        thread_id: str,
+        decision: str,
+        reason: str,
+        approver: str | None,
+        key: str | Path | Ed25519PrivateKey | None,
+    ) -> Iterator[StreamEvent | RunResult]:
+        answered = self._answer_command(thread_id, decision, reason, approver, key)
+        if isinstance(answered, RunResult):
+            yield answered
+        else:
+            yield from self._stream_run(*answered, thread_id)
+
+    def approval_evidence(self, thread_id: str) -> ApprovalEvidence:
+        """What the paused thread ``thread_id`` asks to be approved, with its evidence read now from the store:
+        the model version and action, evaluation metrics against thresholds, fairness, the canary result,
+        the diff against the champion, the evidence digest and who may approve. ``UsageError`` when the
+        thread is not awaiting approval."""
+        snapshot = self._require_thread(thread_id)
+        if not snapshot.interrupts or not snapshot.values.get("pending"):
+            raise UsageError(
+                f"thread {thread_id} is not awaiting approval (status: {snapshot.values.get('status')}); "
+                "there is nothing to look at"
+            )
+        request = ApprovalRequest.model_validate(snapshot.values["pending"][0])
+        store = self.settings.mlflow_tracking_uri or default_tracking_uri(self.workspace.root)
+        return approval_evidence(request, self.policy, store)
 
     def resume(self, thread_id: str) -> RunResult:
         """Continue a thread that stopped part-way (a crash); a finished thread is reported as it is."""
@@ -583,3 +778,55 @@ class Supervisor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # --- from a running event loop (notebooks) ---------------------------------------------
+    # Each runs its sync call on this supervisor's own worker thread (supervisor/_aio.py): the loop keeps
+    # running, and calls on one supervisor run one at a time, in order. Do not call the sync methods of a
+    # supervisor while one of its async calls is in flight.
+
+    async def aask(self, request: str, *, thread_id: str | None = None) -> RunResult:
+        """``ask`` without blocking the event loop.
+
+        Cancelling the awaiting task drops the call if it has not started; a call already
+        running finishes (its steps are checkpointed and audited) and its result is discarded.
+        """
+        from mlops_supervisor._aio import call_on_worker
+
+        return await call_on_worker(self, self.ask, request, thread_id=thread_id)
+
+    def astream(self, request: str, *, thread_id: str | None = None) -> AsyncIterator[StreamEvent | RunResult]:
+        """``stream`` as an async iterator: the same events in the same order, then the ``RunResult``.
+
+        An error the run raises is raised here. Cancelled, or left before the end, the run stops
+        at its next event: the node running then finishes, no further node starts, and the thread
+        keeps the steps it took (an ``interrupted`` audit line says where it stopped).
+        """
+        from mlops_supervisor._aio import stream_on_worker
+
+        return stream_on_worker(self, lambda: self.stream(request, thread_id=thread_id))
+
+    async def aapprove(
+        self,
+        thread_id: str,
+        *,
+        reason: str = "",
+        approver: str | None = None,
+        key: str | Path | Ed25519PrivateKey | None = None,
+    ) -> RunResult:
+        """``approve`` without blocking the event loop (cancelling it: as for ``aask``)."""
+        from mlops_supervisor._aio import call_on_worker
+
+        return await call_on_worker(self, self.approve, thread_id, reason=reason, approver=approver, key=key)
+
+    async def areject(
+        self,
+        thread_id: str,
+        *,
+        reason: str,
+        approver: str | None = None,
+        key: str | Path | Ed25519PrivateKey | None = None,
+    ) -> RunResult:
+        """``reject`` without blocking the event loop (cancelling it: as for ``aask``)."""
+        from mlops_supervisor._aio import call_on_worker
+
+        return await call_on_worker(self, self.reject, thread_id, reason=reason, approver=approver, key=key)

@@ -125,41 +125,69 @@ def ask(
     thread: ThreadOpt = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Run one request and print its report; no prompts."""
+    """Run one request and print its report; no prompts. A lifecycle request lacking inputs exits 2 listing them."""
+    from mlops_supervisor._requirements import MissingInputsError, is_lifecycle
+
+    if is_lifecycle(request):
+        _check_lifecycle_first(request, as_json)
     with _supervisor(model) as sup:
-        result = sup.ask(request, thread_id=thread)
+        try:
+            result = sup.ask(request, thread_id=thread)
+        except MissingInputsError as exc:
+            _emit_missing(exc, as_json)
     _emit(result, as_json)
+
+
+def _check_lifecycle_first(request: str, as_json: bool) -> None:
+    """A lifecycle request's inputs checked before the workspace exists: a request that lacks some exits 2
+    and leaves nothing, not even an empty workspace."""
+    from mlops_supervisor._api import resolve_policy
+    from mlops_supervisor._pipeline import preflight
+    from mlops_supervisor._requirements import MissingInputsError, check_lifecycle, parse_lifecycle
+    from mlops_supervisor._settings import Settings
+    from mlops_supervisor._workspace import Workspace
+    from mlops_supervisor.policies.pii import PresidioRedactor
+
+    settings = Settings()
+    workspace = Workspace.open(OPTIONS.workspace or settings.workspace, create=False)
+    policy = resolve_policy(workspace, OPTIONS.policy, settings)
+    parsed = parse_lifecycle(PresidioRedactor().redact_text(request))
+    if parsed is None:
+        return
+    check = check_lifecycle(
+        parsed,
+        policy=policy,
+        requester=OPTIONS.user or settings.user,
+        tracking_uri=settings.mlflow_tracking_uri or "the workspace's embedded store",
+        loaded=preflight(parsed.spec, policy) if parsed.spec is not None else None,
+    )
+    if check.missing:
+        _emit_missing(MissingInputsError(check.missing), as_json)
+
+
+def _emit_missing(exc: Any, as_json: bool) -> NoReturn:
+    """Exit 2 with what a lifecycle request lacks: one JSON object with ``--json``, else one line each on stderr."""
+    if not as_json:
+        raise exc
+    missing = [m.model_dump() for m in exc.missing]
+    sys.stdout.write(json.dumps({"status": "invalid_input", "missing": missing}) + "\n")
+    raise typer.Exit(2)
 
 
 @app.command()
 def chat(model: ModelOpt = None, thread: ThreadOpt = None) -> None:
-    """Talk to the supervisor; 'exit' or Ctrl-D ends the session."""
-    import uuid
+    """Talk to the supervisor: the work streams as it happens, approvals are answered inline (/help).
 
-    from mlops_supervisor._results import RunResult
+    /quit, 'exit' or Ctrl-D leaves; Ctrl-C stops the turn in progress; --thread ID comes back to a thread.
+    """
+    from mlops_supervisor._api import Supervisor
+    from mlops_supervisor._chat import ChatSession
 
-    thread_id = thread or f"t-{uuid.uuid4().hex[:12]}"
-    with _supervisor(model) as sup:
-        err.print(f"thread [bold]{thread_id}[/] · model {sup.model_spec} · 'help' lists commands, 'exit' leaves")
-        while True:
-            try:
-                line = input("you> ").strip()
-            except EOFError:
-                break
-            if line.lower() in {"exit", "quit"}:
-                break
-            if not line:
-                continue
-            try:
-                for event in sup.stream(line, thread_id=thread_id):
-                    if isinstance(event, RunResult):
-                        out.print(Markdown(event.report.summary))
-                        if event.pending_approval is not None:
-                            err.print(f"[yellow]awaiting approval[/]: {event.pending_approval.approve_command}")
-                    elif "route" in event:
-                        err.print(f"[dim]→ {event['route']['agent']}: {event['route']['task']}[/]")
-            except UsageError as exc:
-                sys.stderr.write(f"error: {exc}\n")
+    with Supervisor(
+        OPTIONS.workspace, model=model, user=OPTIONS.user, policy=OPTIONS.policy, progress=_rich_progress
+    ) as sup:
+        code = ChatSession(sup, console=out, work=err, thread_id=thread).run()
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -203,9 +231,16 @@ def status(
     thread: Annotated[str | None, typer.Argument(help="one thread; omit for the whole workspace")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Threads, pending approvals and the audit chain's state."""
+    """Threads, pending approvals and the audit chain's state; for a paused thread, the evidence to approve."""
     with _supervisor() as sup:
         result = sup.status(thread)
+        evidence = (
+            sup.approval_evidence(thread)
+            if thread is not None and not as_json and result.status == "awaiting_approval"
+            else None
+        )
+    if evidence is not None:
+        out.print(Markdown(evidence.to_markdown()))
     _emit(result, as_json)
 
 
@@ -264,16 +299,29 @@ def run(
     stop_after: Annotated[Stage, typer.Option("--stop-after", help="last stage to run")] = Stage.monitor,
     as_json: JsonFlag = False,
 ) -> None:
-    """Run the pipeline of SPEC, stage by stage, up to --stop-after."""
+    """Run the pipeline of SPEC, stage by stage, up to --stop-after; exits 2 listing any input the stages need
+    that neither the spec, the policy nor the settings give."""
     from mlops_supervisor._api import Supervisor, resolve_policy
     from mlops_supervisor._pipeline import preflight
+    from mlops_supervisor._requirements import LifecycleRequest, MissingInputsError, check_lifecycle
     from mlops_supervisor._settings import Settings
     from mlops_supervisor._workspace import Workspace
 
-    # Check the spec against the policy before the workspace exists: bad input leaves nothing.
+    # Check the spec and its inputs against the policy before the workspace exists: bad input leaves nothing.
     settings = Settings()
     workspace = Workspace.open(OPTIONS.workspace or settings.workspace, create=False)
-    preflight(spec, resolve_policy(workspace, OPTIONS.policy, settings))
+    policy = resolve_policy(workspace, OPTIONS.policy, settings)
+    loaded = preflight(spec, policy)
+    check = check_lifecycle(
+        LifecycleRequest(spec=str(loaded.path)),
+        policy=policy,
+        requester=OPTIONS.user or settings.user,
+        tracking_uri=settings.mlflow_tracking_uri or "the workspace's embedded store",
+        through=stop_after.value,
+        loaded=loaded,
+    )
+    if check.missing:
+        _emit_missing(MissingInputsError(check.missing), as_json)
     progress = None if as_json else _rich_progress
     with Supervisor(
         OPTIONS.workspace, model="offline", user=OPTIONS.user, policy=OPTIONS.policy, progress=progress

@@ -27,6 +27,7 @@ from mlops_supervisor._pipeline import resolve_refs
 from mlops_supervisor._planner import GRAMMAR_HELP, is_help
 from mlops_supervisor._report import build_report, derive_status
 from mlops_supervisor._state import SupervisorState
+from mlops_supervisor._tracing import approval_request_id, approval_summary, record_step, step_clock, step_span
 from mlops_supervisor.agents import SPECIALISTS, AgentSpec, load_prompt
 from mlops_supervisor.policies import (
     ApprovalRequest,
@@ -190,19 +191,19 @@ def _planned_route(state: SupervisorState) -> Route:
             args = resolve_refs(command["args"], state.get("tool_results", []))
             return Route(next=command["agent"], task=f"call {command['tool']} {json.dumps(args)}")
         return Route(next=command["agent"], task=command["text"])
+    if state.get("mode") == "pipeline":
+        # each step's output is in the report's Changes and Verification and in the outputs: not repeated here
+        ran = ", ".join(f"`{r['tool']}`" for r in state.get("tool_results", []))
+        return Route(next="finish", answer=f"All {len(commands)} steps of the pipeline ran: {ran}.")
     reports = [str(m.content) for m in state.get("transcript", []) if isinstance(m, AIMessage) and m.content]
     return Route(next="finish", answer="\n".join(reports))
 
 
-def _llm_route(runtime: Runtime, state: SupervisorState) -> Route:
-    """Ask the supervisor's model for a ``Route`` through a forced tool call."""
-    model = runtime.models.chat_model("supervisor").bind_tools([Route], tool_choice="Route")
+def _llm_route(runtime: Runtime, state: SupervisorState, replies: list[AIMessage]) -> Route:
+    """Ask the supervisor's model for a ``Route``: structured output, else a forced tool call
+    (``ModelProvider.structured``); its raw replies go to ``replies`` (for the token counts)."""
     messages: list[BaseMessage] = [SystemMessage(load_prompt("supervisor")), *state.get("transcript", [])]
-    reply = model.invoke(messages)
-    calls = [c for c in getattr(reply, "tool_calls", []) if c["name"] == "Route"]
-    if not calls:
-        raise ValueError("the supervisor model answered without a Route")
-    return Route.model_validate(calls[0]["args"])
+    return runtime.models.structured("supervisor", Route, messages, replies=replies)
 
 
 # --- nodes -------------------------------------------------------------------------------
@@ -240,8 +241,9 @@ def _supervisor_node(runtime: Runtime) -> _Node[Command[Any]]:
         elif runtime.models.offline or state.get("mode") == "pipeline":
             route = _planned_route(state)
         else:
+            replies: list[AIMessage] = []
             try:
-                route = _llm_route(runtime, state)
+                route = _llm_route(runtime, state, replies)
             except (ValidationError, ValueError) as exc:
                 update["failure"] = (
                     f"the supervisor model gave no valid route: {runtime.redactor.redact_text(str(exc))}"
@@ -250,6 +252,9 @@ def _supervisor_node(runtime: Runtime) -> _Node[Command[Any]]:
             except Exception as exc:  # noqa: BLE001 - a model failure ends the request with its reason
                 update["failure"] = f"the supervisor model failed: {runtime.redactor.redact_text(str(exc))}"
                 route = Route(next="finish")
+            usage = runtime.models.count(state.get("usage"), "supervisor", replies)
+            if usage is not None:
+                update["usage"] = usage
         grammar = route.answer == _GRAMMAR_ANSWER  # our own constant text: nothing in it to redact
         route = Route.model_validate(runtime.redact(route.model_dump()))
         if grammar:
@@ -287,10 +292,12 @@ def _specialist_node(runtime: Runtime, spec: AgentSpec) -> _Node[Command[Any]]:
             failure = f"the {spec.name} agent's model failed: {runtime.redactor.redact_text(str(exc))}"
             runtime.log.warning("model_failed", thread_id=state.get("thread_id"), agent=spec.name, error=failure)
             return Command(goto="finish", update={"steps": steps, "failure": failure})
+        usage = runtime.models.count(state.get("usage"), spec.name, [raw])
+        counted: dict[str, Any] = {"usage": usage} if usage is not None else {}
         reply = runtime.redact_message(raw if isinstance(raw, AIMessage) else AIMessage(content=str(raw)))
         history.append(reply)
         if reply.tool_calls:
-            return Command(goto="policy", update={"steps": steps, "agent_messages": history})
+            return Command(goto="policy", update={"steps": steps, "agent_messages": history, **counted})
         report = AIMessage(content=f"[{spec.name}] {reply.content}".strip(), name=spec.name)
         return Command(
             goto="supervisor",
@@ -298,6 +305,7 @@ def _specialist_node(runtime: Runtime, spec: AgentSpec) -> _Node[Command[Any]]:
                 "steps": steps,
                 "agent_messages": history,
                 "transcript": [*state.get("transcript", []), report],
+                **counted,
             },
         )
 
@@ -395,6 +403,7 @@ def _policy_node(runtime: Runtime) -> _Node[Command[Any]]:
         pending: list[dict[str, Any]] = []
         signed = Signed.model_validate(state["request_signed"]) if state.get("request_signed") else None
         for call in proposal.tool_calls:
+            started = step_clock()
             decision, gated = _decide_call(runtime, state, spec, proposal, call)
             if decision.kind == "needs_approval":
                 unsigned = check_signed_request(
@@ -407,6 +416,14 @@ def _policy_node(runtime: Runtime) -> _Node[Command[Any]]:
                         f"{call['name']!r} is held for approval: {unsigned}",
                     )
             record = {"agent": agent, **decision.as_record()}
+            record_step(
+                f"decision {call['name']}",
+                "GUARDRAIL",
+                started_ns=started,
+                inputs={"agent": agent, "tool": call["name"], "args": call["args"]},
+                outputs=record,
+                attributes={"mlops.decision": decision.kind, "mlops.reason_code": record["reason_code"]},
+            )
             decisions.append(record)
             # call["args"] is the redacted form: the audit line and the checkpoint never hold the proposal raw
             runtime.audit.append(
@@ -464,7 +481,11 @@ def _approval_node(runtime: Runtime) -> _Node[Command[Any]]:
         pending = list(state.get("pending", []))
         request = ApprovalRequest.model_validate(pending[0])
         # Nothing with a side effect may run above this line: the node replays on resume.
-        answer = interrupt({"kind": "approval", **pending[0]})
+        # The interrupt (kept in the checkpoint, shown in the paused node's trace span) names the request and
+        # says what it is in one redacted line, never its arguments: they stay in the state's redacted "pending".
+        request_id, summary = approval_request_id(request.binding), approval_summary(request, runtime.redactor)
+        answer = interrupt({"kind": "approval", "request_id": request_id, "summary": summary})
+        started = step_clock()
         signed_answer: Signed | None = None
         try:
             response = ApprovalResponse.model_validate(answer)
@@ -506,6 +527,14 @@ def _approval_node(runtime: Runtime) -> _Node[Command[Any]]:
             **bound,
             **record,
             **signatures,
+        )
+        record_step(
+            f"approval {request.tool}",
+            "GUARDRAIL",
+            started_ns=started,
+            inputs={"request_id": request_id, "summary": summary, "approver": approver},
+            outputs=record,
+            attributes={"mlops.decision": decision.kind, "mlops.reason_code": record["reason_code"]},
         )
         history = list(state.get("agent_messages", []))
         allowed = list(state.get("allowed", []))
@@ -604,9 +633,15 @@ def _tools_node(runtime: Runtime) -> _Node[Command[Any]]:
             )
             # the arguments as proposed when this process kept them; the state holds only their redacted form
             as_proposed = runtime.proposed.release(state["thread_id"], str(call["id"]), call["name"], call["args"])
-            done = chokepoint.invoke(
-                governed, as_proposed, decided=Decision.allow(call["name"], "decided by the graph"), site=site
-            )
+            with step_span(f"tool {call['name']}", "TOOL", inputs={"agent": agent, "args": call["args"]}) as step:
+                done = chokepoint.invoke(
+                    governed, as_proposed, decided=Decision.allow(call["name"], "decided by the graph"), site=site
+                )
+                step.finish(
+                    outputs=done.text,
+                    attributes={"mlops.outcome": done.outcome, "mlops.reason_code": done.reason_code},
+                    error="" if done.outcome == "ok" else f"{done.outcome}: {done.reason_code}",
+                )
             if done.refusal is not None:
                 decisions.append({"agent": agent, **done.refusal.as_record()})
             text, outcome, args = done.text, done.outcome, done.args

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-__all__ = ["REPORT_SECTIONS", "build_report", "derive_status"]
+from mlops_supervisor._usage import usage_line
+
+__all__ = ["REPORT_SECTIONS", "build_report", "derive_status", "trace_line"]
 
 REPORT_SECTIONS = ("plan", "design", "changes", "verification", "rollback", "summary")
 
@@ -24,6 +26,18 @@ def derive_status(state: Mapping[str, Any]) -> Literal["done", "refused", "inval
     return "done"
 
 
+def trace_line(*, trace_id: str, trace_ids: list[str], experiment: str, store: str, problem: str) -> str:
+    """The Verification line that links a run to its MLflow trace (and the thread's others), or says why it has none."""
+    if problem:
+        return f"Not traced: {problem}."
+    if not trace_ids:
+        return ""
+    others = ", ".join(f"`{t}`" for t in trace_ids if t != trace_id)
+    head = f"MLflow trace `{trace_id}`" if trace_id else f"MLflow traces of this thread: {others}"
+    rest = f"; the thread's other traces: {others}" if trace_id and others else ""
+    return f"{head} in experiment `{experiment}` of {store} (`mlflow ui --backend-store-uri {store}`){rest}."
+
+
 def _bullets(lines: list[str], empty: str) -> str:
     return "\n".join(f"- {line}" for line in lines) if lines else empty
 
@@ -31,6 +45,8 @@ def _bullets(lines: list[str], empty: str) -> str:
 def build_report(state: Mapping[str, Any], *, status: str, design: str, audit_path: str) -> dict[str, str]:
     """Plan, Design, Changes, Verification, Rollback and Summary for one request."""
     plan = [f"{i}. **{step['agent']}**: {step['task']}" for i, step in enumerate(state.get("plan", []), start=1)]
+    # A lifecycle request's Plan first restates its objective and acceptance criteria (supervisor/_requirements.py).
+    objective: list[str] = next((c["objective"] for c in state.get("commands", []) if c.get("objective")), [])
     results = state.get("tool_results", [])
     changes = [
         f"`{r['tool']}` by {r['agent']}: {r['summary']}" for r in results if r["mutates"] and r["outcome"] == "ok"
@@ -75,8 +91,13 @@ def build_report(state: Mapping[str, Any], *, status: str, design: str, audit_pa
         summary_lines.append("Done." if plan else "Done; no specialist was needed.")
 
     return {
-        "plan": "\n".join(plan) if plan else "No specialist was needed for this request.",
-        "design": design,
+        "plan": "\n".join(
+            [*objective, "", "**Steps**:", *plan]
+            if objective
+            else plan or ["No specialist was needed for this request."]
+        ),
+        # the model's token counts and cost: a line of their own, only when a real model reported them
+        "design": "\n\n".join(part for part in (design, usage_line(state.get("usage"))) if part),
         "changes": _bullets(changes, "No changes were made."),
         "verification": _bullets(checks, "Nothing was checked."),
         "rollback": _bullets(rollbacks, "Nothing to roll back: no change was made."),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import re
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -10,6 +12,8 @@ from pydantic import BaseModel, Field
 __all__ = [
     "EXIT_CODES",
     "DecisionRecord",
+    "ModelUsage",
+    "NodeUsage",
     "PendingApproval",
     "Report",
     "RunResult",
@@ -86,6 +90,24 @@ class ToolOutput(BaseModel):
     output: Any = None
 
 
+class NodeUsage(BaseModel):
+    """Model calls and tokens of one graph node (or of the whole request), and their cost when priced."""
+
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cost_usd: float | None = None
+
+
+class ModelUsage(BaseModel):
+    """The model usage of one request: per node, the total, and the price table the cost comes from."""
+
+    nodes: dict[str, NodeUsage] = Field(default_factory=dict)
+    total: NodeUsage = Field(default_factory=NodeUsage)
+    price_table: str | None = None
+
+
 class RunResult(BaseModel):
     """The outcome of one request: status, report, decisions, tool outputs and any pending approval."""
 
@@ -98,6 +120,14 @@ class RunResult(BaseModel):
     requester: str = ""
     request: str = ""
     audit_log: str = ""
+    usage: ModelUsage | None = None
+    """Tokens (and cost) of a real model's calls; None for the offline planner and scripted models."""
+    trace_id: str | None = None
+    """The MLflow trace of the run that returned this result (experiment ``mlops-supervisor`` of the store)."""
+    trace_ids: list[str] = Field(default_factory=list)
+    """Every MLflow trace of this thread, oldest first: one per run (ask, approve, resume, ...)."""
+    tracing_problem: str = ""
+    """Why this run is not traced (the tracking store could not be reached or written); empty when it is."""
 
     @property
     def exit_code(self) -> int:
@@ -105,11 +135,15 @@ class RunResult(BaseModel):
         return EXIT_CODES[self.status]
 
     def to_markdown(self) -> str:
-        """Status line plus the six-section report."""
-        return f"**{self.status}** · thread `{self.thread_id}`\n\n{self.report.to_markdown()}"
+        """Status line, the six-section report, the decisions as a table and the plots the tools wrote (by path)."""
+        return _run_markdown(self, inline_plots=False)
 
     def _repr_markdown_(self) -> str:
         return self.to_markdown()
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None, **kwargs: Any) -> dict[str, str]:
+        """For Jupyter: the Markdown with the plots inline (PNG data URIs); ``to_markdown()`` as plain text."""
+        return {"text/markdown": _run_markdown(self, inline_plots=True), "text/plain": self.to_markdown()}
 
 
 class ThreadSummary(BaseModel):
@@ -158,7 +192,9 @@ class WorkspaceStatus(BaseModel):
     def to_markdown(self) -> str:
         """A table of threads and the audit state."""
         rows = (
-            "\n".join(f"| `{t.thread_id}` | {t.status} | {t.requester} | {t.request} |" for t in self.threads)
+            "\n".join(
+                f"| `{t.thread_id}` | {t.status} | {_cell(t.requester)} | {_cell(t.request)} |" for t in self.threads
+            )
             or "| (none) | | | |"
         )
         served = "\n".join(
@@ -179,3 +215,107 @@ class WorkspaceStatus(BaseModel):
 
     def _repr_markdown_(self) -> str:
         return self.to_markdown()
+
+
+# --- rendering helpers -----------------------------------------------------------------------
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_MAX_INLINE_PLOT_BYTES = 4 * 1024 * 1024
+
+
+def _cell(text: object) -> str:
+    """``text`` safe in one Markdown table cell: one line, pipes escaped, placeholders kept as text."""
+    return escape_placeholders(" ".join(str(text).split())).replace("|", "\\|")
+
+
+def decisions_table(decisions: list[DecisionRecord]) -> str:
+    """The decisions as a Markdown table (agent, action, decision, reason code, message); empty without any."""
+    if not decisions:
+        return ""
+    rows = "\n".join(
+        f"| {_cell(d.agent)} | `{_cell(d.action)}` | {d.decision} | "
+        f"{f'`{_cell(d.reason_code)}`' if d.reason_code else ''} | {_cell(d.message)} |"
+        for d in decisions
+    )
+    return f"| agent | action | decision | reason code | message |\n|---|---|---|---|---|\n{rows}"
+
+
+class Plot(BaseModel):
+    """A plot a tool of the run wrote: what it shows, the name the tool gave it, and its PNG here, if found."""
+
+    caption: str
+    name: str
+    path: str | None = None
+
+
+def plots_of(result: RunResult) -> list[Plot]:
+    """The plots the run's tool outputs name, in order: the evaluation's (artifacts of its MLflow run,
+    found in the workspace's embedded store) and observability's latency and drift plots (files under the
+    workspace's ``reports``). A plot is given a path only when it is a PNG inside the workspace."""
+    root = Path(result.audit_log).parent if result.audit_log else None
+    plots: list[Plot] = []
+    for out in result.outputs:
+        data = out.output
+        if out.outcome != "ok" or not isinstance(data, dict):
+            continue
+        about = f"{out.tool}" + (f", {data['model']}" if isinstance(data.get("model"), str) else "")
+        about += f" version {data['version']}" if isinstance(data.get("version"), int) else ""
+        if isinstance(data.get("plot"), str):
+            name = data["plot"]
+            plots.append(Plot(caption=f"{Path(name).stem} ({about})", name=name, path=_png_in(root, Path(name))))
+        run = data.get("evaluation_run")
+        for name in data.get("plots") or []:
+            if not isinstance(name, str):
+                continue
+            found = None
+            if root is not None and isinstance(run, str) and run.isalnum():
+                # the embedded store keeps a run's artifacts in mlartifacts/RUN (or EXPERIMENT/RUN)/artifacts
+                store = root / "mlartifacts"
+                matches = [*store.glob(f"{run}/artifacts/{name}"), *store.glob(f"*/{run}/artifacts/{name}")]
+                found = matches[0] if matches else None
+            plots.append(Plot(caption=f"{Path(name).stem} ({about})", name=name, path=_png_in(root, found)))
+    return plots
+
+
+def _png_in(root: Path | None, path: Path | None) -> str | None:
+    """``path`` when it is a PNG file of a sane size inside ``root``; else None (nothing outside is read)."""
+    if root is None or path is None:
+        return None
+    try:
+        resolved = path.resolve()
+        if not resolved.is_relative_to(root.resolve()) or not resolved.is_file():
+            return None
+        if resolved.stat().st_size > _MAX_INLINE_PLOT_BYTES:
+            return None
+        with resolved.open("rb") as f:
+            return str(resolved) if f.read(len(_PNG_MAGIC)) == _PNG_MAGIC else None
+    except OSError:
+        return None
+
+
+def _plots_markdown(plots: list[Plot], *, inline: bool) -> str:
+    if not plots:
+        return ""
+    if not inline:
+        return "\n".join(f"- {escape_placeholders(p.caption)}: `{p.path or p.name}`" for p in plots)
+    parts = []
+    for p in plots:
+        caption = escape_placeholders(p.caption)
+        if p.path is None:
+            parts.append(f"**{caption}**: `{p.name}` (not in this workspace's files, so not shown)")
+            continue
+        data = base64.b64encode(Path(p.path).read_bytes()).decode("ascii")
+        parts.append(f"**{caption}**\n\n![{caption}](data:image/png;base64,{data})")
+    return "\n\n".join(parts)
+
+
+def _run_markdown(result: RunResult, *, inline_plots: bool) -> str:
+    """A result as Markdown: status, the six sections, the decisions table, the plots (inline or by path)."""
+    parts = [f"**{result.status}** · thread `{result.thread_id}`", result.report.to_markdown()]
+    table = decisions_table(result.decisions)
+    if table:
+        parts.append(f"## Decisions\n\n{table}")
+    plots = _plots_markdown(plots_of(result), inline=inline_plots)
+    if plots:
+        parts.append(f"## Plots\n\n{plots}")
+    return "\n\n".join(parts)

@@ -58,6 +58,25 @@ class Settings(BaseSettings):
         description="base URL of the OpenAI-compatible LLM server (openai:MODEL); default https://api.openai.com/v1; "
         "its host is on the egress allow-list",
     )
+    llm_timeout: float = Field(
+        default=60.0, gt=0, description="seconds an LLM request may wait for the server's answer (each attempt)"
+    )
+    llm_max_retries: int = Field(
+        default=3,
+        ge=0,
+        description="retries of an LLM request answered 408, 409, 429 or 5xx, or not answered in time; "
+        "with backoff, honouring Retry-After",
+    )
+    llm_prices: Path | None = Field(
+        default=None,
+        description="price table (YAML/JSON: model -> {input, output} USD per million tokens); "
+        "the report then shows each request's model cost",
+    )
+    tracing: bool = Field(
+        default=True,
+        description="trace every run in MLflow (experiment mlops-supervisor of the tracking store), redacted; "
+        "MLOPS_TRACING=0 turns it off",
+    )
     egress_allow: str = Field(
         default="",
         description="comma-separated destinations this process may also reach (host, host:port, *.domain or a URL), "

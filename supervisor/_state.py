@@ -37,6 +37,8 @@ class SupervisorState(TypedDict, total=False):
     failure: str
     status: ThreadStatus
     report: dict[str, str]
+    usage: dict[str, dict[str, Any]]
+    """Model calls, tokens and cost per node (``_usage.add_usage``); empty for offline and scripted models."""
 
 
 def initial_state(
@@ -72,4 +74,5 @@ def initial_state(
         failure="",
         status="running",
         report={},
+        usage={},
     )

@@ -210,7 +210,15 @@ def _run_pipeline_to_deployment(ws: Path, tmp_path: Path, keys: KeyRing) -> dict
     """Data to deploy under a policy where carol approves: alice's run pauses at the first production deploy; carol approves."""
     install_policy(ws, keys.policy(approvers=["carol"], people=["alice"]), admin="carol", keys=keys)
     # fairness by sex only: on 3,000 rows the race groups are too small for the default limits
-    spec = small_spec(tmp_path, _data_with_canaries(3000), data__sensitive_features=["sex"])
+    spec = small_spec(
+        tmp_path,
+        _data_with_canaries(3000),
+        data__sensitive_features=["sex"],
+        # the inputs a deploy needs (supervisor/_requirements.py)
+        use_case="flag census records above 50K",
+        data__sensitivity="internal",
+        serving={"target": "local", "latency_p95_ms": 250},
+    )
     assert PLANTS["data"].openai_key in (tmp_path / "data.csv").read_text("utf-8")  # the stage reads them raw
     with Supervisor(ws, user="alice") as sup:
         held = sup.run_pipeline(spec, stop_after="deploy")

@@ -13,7 +13,13 @@ from typing import Any
 import pytest
 
 from mlops_supervisor import Supervisor
-from mlops_supervisor.policies import GateRefusedError, InvalidInputError, request_statement, sign_statement
+from mlops_supervisor.policies import (
+    GateRefusedError,
+    InvalidInputError,
+    UsageError,
+    request_statement,
+    sign_statement,
+)
 from mlops_supervisor.policies.gates import evidence_digest
 from mlops_supervisor.policies.identity import load_private_key
 from mlops_supervisor.testing import KeyRing, install_policy
@@ -97,6 +103,9 @@ def test_promotion_pauses_refuses_the_requester_and_a_listed_approver_finishes_i
     asked = cli("ask", f"promote {MODEL} version 1 to production", "--json", user="alice", ws=ws)
     assert asked.returncode == 4, asked.stdout + asked.stderr
     thread = json.loads(asked.stdout)["thread_id"]
+    shown = cli("status", thread, user="carol", ws=ws)
+    assert shown.returncode == 4 and "Approval needed" in shown.stdout, shown.stdout + shown.stderr
+    assert "may approve: carol" in shown.stdout and "roc_auc" in shown.stdout
     own = cli("approve", thread, "--json", user="alice", ws=ws)
     assert own.returncode == 3
     assert "self_approval" in {d["reason_code"] for d in json.loads(own.stdout)["decisions"]}
@@ -134,6 +143,50 @@ def test_an_expired_approval_is_refused(ws: Path) -> None:
     assert result.status == "refused"
     assert "approval_expired" in _codes(result)
     assert _champion(ws) is None
+
+
+def test_the_approver_is_shown_the_evidence_they_sign_off_on(ws: Path) -> None:
+    """The paused thread's evidence view: version, action, metrics against thresholds, fairness, canary,
+    the champion diff and the digest the approval is bound to; an edited tag shows as inconsistent."""
+    first = _ask_promotion(ws, 1)
+    with _sup(ws, "alice") as sup:
+        view = sup.approval_evidence(first)
+        pending = sup.status(first).pending_approval  # type: ignore[union-attr]
+    report = json.loads(
+        Path(
+            _client(ws).download_artifacts(
+                _client(ws).get_model_version(MODEL, "1").tags["mlops.eval.run_id"], "evaluation/report.json", str(ws)
+            )
+        ).read_text("utf-8")
+    )
+    assert (view.model, view.version, view.action, view.requester) == (MODEL, 1, "champion", "alice")
+    assert view.approvers == ["carol"]
+    assert pending is not None and view.evidence_digest and view.consistent is True
+    roc = next(m for m in view.metrics if m.name == "roc_auc")
+    assert (roc.value, roc.threshold, roc.passed) == (
+        report["metrics"]["roc_auc"],
+        report["thresholds"]["roc_auc"],
+        True,
+    )
+    assert {(f.feature, f.metric) for f in view.fairness} == {
+        ("sex", "demographic_parity_difference"),
+        ("sex", "equalized_odds_difference"),
+    }
+    assert view.champion is None and view.canary == "not run: a first production deploy has no canary"
+    text = view.to_markdown()
+    assert f"| roc_auc | {roc.value:.4f} | {roc.threshold:g} | pass |" in text
+    assert view.evidence_digest[:16] in text and "**carol**" in text
+    with _sup(ws, "carol") as sup:
+        assert sup.approve(first).status == "done"
+    second = _ask_promotion(ws, 2)
+    _client(ws).set_model_version_tag(MODEL, "2", "mlops.eval.metric.roc_auc", "0.999")
+    with _sup(ws, "alice") as sup:
+        view = sup.approval_evidence(second)
+        with pytest.raises(UsageError, match="not awaiting approval"):
+            sup.approval_evidence(first)
+    assert view.champion is not None and view.champion.version == 1
+    assert view.champion.metrics["roc_auc"][1] == 0.999
+    assert view.consistent is False and "disagree" in view.to_markdown()
 
 
 def test_an_edited_metric_tag_voids_the_approval(ws: Path) -> None:
