@@ -499,6 +499,8 @@ class Supervisor:
     ) -> RunResult | tuple[str, Command[Any]]:
         """The signed answer as the command that resumes the thread (with the model spec to run it), or,
         when the approver is refused, the thread's result with the refusal (the thread stays paused)."""
+        if decision == "reject" and not reason.strip():
+            raise UsageError("a rejection needs a reason (--reason TEXT)")
         snapshot = self._require_thread(thread_id)
         if not snapshot.interrupts:
             raise UsageError(
@@ -564,8 +566,6 @@ class Supervisor:
         key: str | Path | Ed25519PrivateKey | None = None,
     ) -> RunResult:
         """Reject the action a thread waits on; ``reason`` is recorded, the answer signed like an approval."""
-        if not reason.strip():
-            raise UsageError("a rejection needs a reason (--reason TEXT)")
         return self._answer(thread_id, "reject", reason, approver, key)
 
     def stream_approve(
@@ -589,8 +589,6 @@ class Supervisor:
         key: str | Path | Ed25519PrivateKey | None = None,
     ) -> Iterator[StreamEvent | RunResult]:
         """``reject``, yielding the events of the rest of the run, then the ``RunResult``."""
-        if not reason.strip():
-            raise UsageError("a rejection needs a reason (--reason TEXT)")
         yield from self._stream_answer(thread_id, "reject", reason, approver, key)
 
     def _stream_answer(
