@@ -491,14 +491,74 @@ def demo(
 
 @app.command("eval")
 def eval_(
-    scenario: Annotated[list[str] | None, typer.Option("--scenario", help="run only these scenarios")] = None,
-    as_json: JsonFlag = False,
+    paths: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="scenario files or folders of *.yaml (default: the built-in suite); "
+            "`eval schema` prints the scenario JSON Schema",
+            metavar="PATH",
+            show_default=False,
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="offline or openai:MODEL, for scenarios whose model is offline or live"),
+    ] = None,
+    trials: Annotated[int, typer.Option("--trials", help="run each scenario N times")] = 1,
+    workers: Annotated[int, typer.Option("--workers", help="scenarios run in N processes at once")] = 1,
+    junit: Annotated[Path | None, typer.Option("--junit", help="write JUnit XML to FILE")] = None,
+    json_file: Annotated[
+        str | None, typer.Option("--json", help="write the JSON report to FILE (- for stdout)")
+    ] = None,
+    baseline: Annotated[
+        Path | None, typer.Option("--baseline", help="an earlier --json report: exit 1 when a scenario got worse")
+    ] = None,
+    tags: Annotated[
+        list[str] | None, typer.Option("--tags", help="run only scenarios with one of these tags (repeat or a,b)")
+    ] = None,
+    k: Annotated[int | None, typer.Option("--k", help="k of pass^k (default: --trials)")] = None,
 ) -> None:
-    """Run the built-in agent eval scenarios (scripted models, no network)."""
-    from mlops_supervisor.evals import run_scenarios
+    """Run agent eval scenarios: exit 0 when every blocker held, 1 when one failed or got worse than the baseline."""
+    from mlops_supervisor.evals import _report
 
-    result = run_scenarios(OPTIONS.workspace or Path(".mlops"), only=scenario)
-    _emit(result, as_json)
+    if paths == ["schema"]:
+        options = (model, junit, json_file, baseline, tags, k)
+        if any(value is not None for value in options) or trials != 1 or workers != 1:
+            raise UsageError("`eval schema` takes no options; it prints the scenario JSON Schema")
+        from mlops_supervisor.evals._format import scenario_json_schema
+
+        sys.stdout.write(json.dumps(scenario_json_schema(), indent=2) + "\n")
+        return
+    plan = _report.check_eval_options(
+        paths=[Path(p) for p in paths or []],
+        trials=trials,
+        workers=workers,
+        k=k,
+        junit=junit,
+        json_file=None if json_file in (None, "-") else Path(json_file),
+        baseline=baseline,
+    )
+    from mlops_supervisor.evals._runner import run_eval
+
+    wanted = [t.strip() for group in tags or [] for t in group.split(",") if t.strip()] or None
+    report = run_eval(
+        plan.paths or None, model=model, trials=trials, workers=workers, tags=wanted, progress=_rich_progress
+    )
+    if not report.results:
+        raise UsageError(f"no scenario matched the tags {', '.join(wanted or [])}")
+    regressions = _report.compare_to_baseline(report, plan.baseline) if plan.baseline is not None else []
+    command = ["mlops-supervisor", *sys.argv[1:]]
+    document = _report.json_report(report, k=plan.k, command=command, regressions=regressions)
+    from mlops_supervisor.tools.core import write_atomic
+
+    if junit is not None:
+        write_atomic(junit, _report.junit_xml(report, k=plan.k))
+    if plan.json_file is not None:
+        write_atomic(plan.json_file, json.dumps(document, indent=2) + "\n")
+    _report.print_summary(report, err if json_file == "-" else out, k=plan.k, regressions=regressions)
+    if json_file == "-":
+        sys.stdout.write(json.dumps(document) + "\n")
+    raise typer.Exit(document["exit_code"])
 
 
 @app.command()
