@@ -7,9 +7,11 @@ setup:
 demo: setup
 	.venv/bin/mlops-supervisor demo
 
-# The type check runs first, so the README's (and CI's) test command includes it.
+# The type check runs first, so the README's (and CI's) test command includes it; then the test suite, then
+# the built-in agent eval suite (its JUnit and JSON reports kept in reports/).
 test: typecheck
 	.venv/bin/pytest -q -n 2 --dist loadfile
+	.venv/bin/mlops-supervisor eval --workers 2 --junit reports/eval-junit.xml --json reports/eval.json
 
 lint: setup
 	.venv/bin/ruff check .
