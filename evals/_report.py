@@ -201,25 +201,35 @@ class Regression:
 
 
 def json_report(
-    report: EvalReport, *, k: int, command: Sequence[str], regressions: Sequence[Regression] = ()
+    report: EvalReport,
+    *,
+    k: int,
+    command: Sequence[str],
+    regressions: Sequence[Regression] = (),
+    min_pass_hat_k: float | None = None,
 ) -> dict[str, Any]:
     """The report as one JSON object: the ``EvalReport`` as dumped, plus pass^k, the command line and
-    the scenarios that got worse than the baseline (a file ``load_baseline`` reads back)."""
+    the scenarios that got worse than the baseline (a file ``load_baseline`` reads back). With
+    ``min_pass_hat_k``, a pass^k below it is a missed threshold: exit code 1."""
     body = report.model_dump(mode="json")
     for dumped, result in zip(body["results"], report.results, strict=True):
         dumped["passes"], dumped["n"] = result.passes, result.n
+    score = pass_hat_k(report.results, k)
+    missed = min_pass_hat_k is not None and score < min_pass_hat_k
     return {
         "format": REPORT_FORMAT,
         "version": REPORT_VERSION,
         "command": list(command),
         **body,
         "k": k,
-        "pass_hat_k": pass_hat_k(report.results, k),
+        "pass_hat_k": score,
+        "min_pass_hat_k": min_pass_hat_k,
+        "threshold_missed": missed,
         "blockers_failed": list(report.blockers_failed),
         "regressions": [
             {"id": r.id, "kind": r.kind, "before": list(r.before), "after": list(r.after)} for r in regressions
         ],
-        "exit_code": report.exit_code or (1 if regressions else 0),
+        "exit_code": report.exit_code or (1 if regressions or missed else 0),
     }
 
 

@@ -517,12 +517,16 @@ def eval_(
         list[str] | None, typer.Option("--tags", help="run only scenarios with one of these tags (repeat or a,b)")
     ] = None,
     k: Annotated[int | None, typer.Option("--k", help="k of pass^k (default: --trials)")] = None,
+    min_pass_rate: Annotated[
+        float | None,
+        typer.Option("--min-pass-rate", help="exit 1 when pass^k is below this (0 to 1), whatever the severities"),
+    ] = None,
 ) -> None:
     """Run agent eval scenarios: exit 0 when every blocker held, 1 when one failed or got worse than the baseline."""
     from mlops_supervisor.evals import _report
 
     if paths == ["schema"]:
-        options = (model, junit, json_file, baseline, tags, k)
+        options = (model, junit, json_file, baseline, tags, k, min_pass_rate)
         if any(value is not None for value in options) or trials != 1 or workers != 1:
             raise UsageError("`eval schema` takes no options; it prints the scenario JSON Schema")
         from mlops_supervisor.evals._format import scenario_json_schema
@@ -538,6 +542,8 @@ def eval_(
         json_file=None if json_file in (None, "-") else Path(json_file),
         baseline=baseline,
     )
+    if min_pass_rate is not None and not 0 <= min_pass_rate <= 1:
+        raise UsageError(f"--min-pass-rate must be between 0 and 1, got {min_pass_rate:g}")
     from mlops_supervisor.evals._runner import run_eval
 
     wanted = [t.strip() for group in tags or [] for t in group.split(",") if t.strip()] or None
@@ -548,7 +554,9 @@ def eval_(
         raise UsageError(f"no scenario matched the tags {', '.join(wanted or [])}")
     regressions = _report.compare_to_baseline(report, plan.baseline) if plan.baseline is not None else []
     command = ["mlops-supervisor", *sys.argv[1:]]
-    document = _report.json_report(report, k=plan.k, command=command, regressions=regressions)
+    document = _report.json_report(
+        report, k=plan.k, command=command, regressions=regressions, min_pass_hat_k=min_pass_rate
+    )
     from mlops_supervisor.tools.core import write_atomic
 
     if junit is not None:
@@ -556,6 +564,8 @@ def eval_(
     if plan.json_file is not None:
         write_atomic(plan.json_file, json.dumps(document, indent=2) + "\n")
     _report.print_summary(report, err if json_file == "-" else out, k=plan.k, regressions=regressions)
+    if document["threshold_missed"]:
+        err.print(f"[red]pass^{plan.k} = {document['pass_hat_k']:.3f}, below --min-pass-rate {min_pass_rate:g}[/]")
     if json_file == "-":
         sys.stdout.write(json.dumps(document) + "\n")
     raise typer.Exit(document["exit_code"])

@@ -242,6 +242,16 @@ def test_json_report_holds_the_report_and_pass_hat_k() -> None:
     assert json.loads(json.dumps(document)) == document
 
 
+def test_a_pass_rate_below_the_threshold_exits_1() -> None:
+    """`--min-pass-rate`: a pass^k below it is a missed threshold (exit 1) even when no blocker failed."""
+    report = _report(_result("a", [True, False], severity="minor"), _result("b", [True, True]), trials=2)
+    assert not report.blockers_failed
+    below = json_report(report, k=2, command=["eval"], min_pass_hat_k=0.75)  # pass^2 = (0 + 1) / 2
+    assert (below["pass_hat_k"], below["threshold_missed"], below["exit_code"]) == (0.5, True, 1)
+    met = json_report(report, k=2, command=["eval"], min_pass_hat_k=0.5)
+    assert (met["threshold_missed"], met["exit_code"]) == (False, 0)
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -274,6 +284,7 @@ def test_load_baseline_refuses_other_files(tmp_path: Path, content: str, message
         (["--junit", "same.out", "--json", "same.out"], "--junit and --json both name same.out"),
         (["--junit", "not-ours.json/report.xml"], "not-ours.json is not a folder"),
         (["schema", "--trials", "3"], "`eval schema` takes no options"),
+        (["--min-pass-rate", "1.5"], "--min-pass-rate must be between 0 and 1, got 1.5"),
     ],
 )
 def test_eval_bad_input_exits_2_writing_nothing(cli: CliRun, tmp_path: Path, args: list[str], message: str) -> None:
