@@ -102,8 +102,9 @@ class EvalReport(BaseModel):
 
     def pass_hat_k(self, k: int | None = None) -> float:
         """pass^k: the mean over scenarios of C(c, k) / C(n, k): all of k trials drawn passed."""
-        k = self._k(k)
-        return sum(math.comb(r.passes, k) / math.comb(r.n, k) for r in self.results) / len(self.results)
+        from mlops_supervisor.evals._report import pass_hat_k  # the one computation; the reports use it too
+
+        return pass_hat_k(self.results, self._k(k))
 
     def _k(self, k: int | None) -> int:
         k = self.k if k is None else k
