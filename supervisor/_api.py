@@ -206,8 +206,9 @@ class Supervisor:
             )
         return snapshot
 
-    def _result(self, thread_id: str, *, traced: TracedRun | None = None) -> RunResult:
-        """The thread's result as it stands, with its traces (``traced``: the run that just ended)."""
+    def _result(self, thread_id: str, *, traced: TracedRun | None = None, traces: bool = True) -> RunResult:
+        """The thread's result as it stands, with its traces (``traced``: the run that just ended); ``traces=False``
+        leaves out the trace ids, which cost a search of the tracking store, where nobody reads them."""
         snapshot = self._require_thread(thread_id)
         values = snapshot.values
         awaiting = bool(snapshot.interrupts)
@@ -245,6 +246,8 @@ class Supervisor:
             audit_log=str(self.audit.path),
             usage=usage_result(values.get("usage")),
         )
+        if not traces:
+            return result
         annotated: RunResult = self._tracing.annotate(result, traced)
         return annotated
 
@@ -258,7 +261,7 @@ class Supervisor:
                     f"thread {thread_id} hit the recursion limit ({self.policy.limits.recursion_limit}, "
                     "limits.recursion_limit in the policy)"
                 ) from None
-            traced.finish(self._result(thread_id))
+            traced.finish(self._result(thread_id, traces=False))
         return self._result(thread_id, traced=traced)
 
     # --- public API --------------------------------------------------------------------
@@ -456,7 +459,7 @@ class Supervisor:
                 # checkpointed and audited; this line says the run went no further. `resume` continues it.
                 self.audit.append("interrupted", thread_id=thread_id, by=self.user)
                 raise
-            traced.finish(self._result(thread_id))
+            traced.finish(self._result(thread_id, traces=False))
         yield self._result(thread_id, traced=traced)
 
     def run_commands(self, request: str, commands: list[dict[str, Any]], *, thread_id: str | None = None) -> RunResult:
@@ -636,7 +639,7 @@ class Supervisor:
             return self._result(thread_id)
         threads = []
         for tid in self.thread_ids():
-            result = self._result(tid)
+            result = self._result(tid, traces=False)  # a listing: the trace ids of each thread are not shown
             threads.append(
                 ThreadSummary(thread_id=tid, status=result.status, requester=result.requester, request=result.request)
             )
