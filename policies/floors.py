@@ -86,7 +86,7 @@ def _at_least(field: str, candidate: float, base: float) -> list[str]:
 
 
 def _same(field: str, candidate: object, base: object) -> list[str]:
-    return [] if candidate == base else [f"{field}: {candidate} differs from the workspace policy's {base}"]
+    return [] if candidate == base else [f"{field}: {_show(candidate)} differs from the workspace policy's {_show(base)}"]
 
 
 def _superset(field: str, candidate: Iterable[str], base: Iterable[str]) -> list[str]:
@@ -171,6 +171,14 @@ RULES: dict[str, Rule] = {
     "monitoring.min_samples": _at_most,
     "monitoring.max_error_rate": _at_most,
     "monitoring.max_p99_latency_ms": _at_most,
+    "monitoring.min_labelled": _at_most,
+    "monitoring.quality_window_hours": _same,
+    "monitoring.max_metric_decay": _at_most,
+    "monitoring.fairness": _ceilings,
+    "monitoring.repeat_interval_minutes": _at_most,
+    "monitoring.alert_attempts": _at_least,
+    "monitoring.routes": _same,
+    "monitoring.default_route": _same,
     "canary.min_steps": _at_least,
     "canary.max_first_step": _at_most,
     "canary.min_requests": _at_least,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -16,6 +17,8 @@ from mlops_supervisor.policies.identity import fingerprint, parse_public_key
 from mlops_supervisor.policies.pii import DEFAULT_PII_ENTITIES
 
 __all__ = [
+    "ALERT_ROUTE_KINDS",
+    "AlertRouteRule",
     "ApprovalSettings",
     "CanaryRules",
     "EvaluationRules",
@@ -25,6 +28,7 @@ __all__ = [
     "Policy",
     "ToolRules",
     "TrainingRules",
+    "check_alert_route",
     "default_policy_text",
     "load_policy",
     "parse_policy",
@@ -118,14 +122,71 @@ class EvaluationRules(_Strict):
         return self
 
 
+ALERT_ROUTE_KINDS = ("log", "email", "slack", "webhook")
+_ALERT_ROUTE = re.compile(r"^(?:log|(?:email|slack|webhook):\S+)$")
+
+
+def check_alert_route(route: str) -> str:
+    """``route`` when it is one the alerts can take (``log``, ``email:ADDRESS``, ``slack:#CHANNEL``,
+    ``webhook:URL``); ``ValueError`` naming it and the allowed forms otherwise."""
+    if not _ALERT_ROUTE.match(route):
+        raise ValueError(
+            f"alert route {route!r} is not one of: log, email:ADDRESS, slack:#CHANNEL, webhook:https://HOST/PATH"
+        )
+    return route
+
+
+_FAIRNESS_METRICS = frozenset({"demographic_parity_difference", "equalized_odds_difference"})
+
+
+class AlertRouteRule(_Strict):
+    """Who owns a model in production and where its alerts go."""
+
+    owner: str = Field(min_length=1)
+    alert: str
+
+    @model_validator(mode="after")
+    def _route(self) -> AlertRouteRule:
+        check_alert_route(self.alert)
+        return self
+
+
 class MonitoringRules(_Strict):
-    """When live traffic raises an alert."""
+    """When live traffic raises an alert, and where alerts go."""
 
     psi_threshold: float = Field(default=0.2, gt=0)
     p_value: float = Field(default=0.01, gt=0, lt=1)
     min_samples: int = Field(default=100, ge=10)
     max_error_rate: float = Field(default=0.05, ge=0, le=1)
     max_p99_latency_ms: float = Field(default=250, gt=0)
+    min_labelled: int = Field(default=200, ge=10)
+    """Labelled predictions a version needs in the window before its live quality and bias are judged."""
+    quality_window_hours: float = Field(default=168, gt=0, le=24 * 366)
+    """How far back labelled predictions count (by the time of the prediction)."""
+    max_metric_decay: float = Field(default=0.05, ge=0, le=1)
+    """The largest drop of a live metric below the version's own evaluation (rise, for a loss)."""
+    fairness: dict[str, float] = Field(
+        default_factory=lambda: {"demographic_parity_difference": 0.25, "equalized_odds_difference": 0.25}
+    )
+    """Limits of the between-group differences on live, labelled predictions."""
+    repeat_interval_minutes: float = Field(default=240, gt=0, le=60 * 24 * 30)
+    """A firing alert already sent is not sent again within this window."""
+    alert_attempts: int = Field(default=4, ge=1, le=10)
+    """Tries of one webhook delivery (with backoff) before it goes to the outbox."""
+    routes: dict[str, AlertRouteRule] = Field(default_factory=dict)
+    """Model name -> owner and alert route; overrides the spec's ``monitoring`` section."""
+    default_route: AlertRouteRule | None = None
+    """Owner and route of a model that neither ``routes`` nor its spec names."""
+
+    @model_validator(mode="after")
+    def _known_fairness_metrics(self) -> MonitoringRules:
+        unknown = set(self.fairness) - _FAIRNESS_METRICS
+        if unknown:
+            raise ValueError(
+                f"monitoring.fairness knows demographic_parity_difference and equalized_odds_difference; "
+                f"not {', '.join(sorted(unknown))}"
+            )
+        return self
 
 
 class CanaryRules(_Strict):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mlops_supervisor.policies import InvalidInputError
 from mlops_supervisor.policies.errors import describe_validation_error
 from mlops_supervisor.policies.estimators import ALLOWED_ESTIMATORS, Task
-from mlops_supervisor.policies.policy import CanaryRules
+from mlops_supervisor.policies.policy import ALERT_ROUTE_KINDS, CanaryRules, check_alert_route
 from mlops_supervisor.tools.core._schemas import checked_name
 
 __all__ = [
@@ -51,18 +50,6 @@ ServingTarget = Literal["local", "kubernetes", "kserve"]
 SERVING_TARGETS: tuple[ServingTarget, ...] = ("local", "kubernetes", "kserve")
 Watchable = Literal["latency", "errors", "drift", "bias"]
 WATCHABLE: tuple[Watchable, ...] = ("latency", "errors", "drift", "bias")
-ALERT_ROUTE_KINDS = ("log", "email", "slack", "webhook")
-_ALERT_ROUTE = re.compile(r"^(?:log|(?:email|slack|webhook):\S+)$")
-
-
-def check_alert_route(route: str) -> str:
-    """``route`` when it is one the alerts can take (``log``, ``email:ADDRESS``, ``slack:#CHANNEL``,
-    ``webhook:URL``); ``ValueError`` naming it and the allowed forms otherwise."""
-    if not _ALERT_ROUTE.match(route):
-        raise ValueError(
-            f"alert route {route!r} is not one of: log, email:ADDRESS, slack:#CHANNEL, webhook:https://HOST/PATH"
-        )
-    return route
 
 
 class _Strict(BaseModel):

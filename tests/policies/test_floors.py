@@ -160,6 +160,46 @@ CASES = [
         500,
         "monitoring.max_p99_latency_ms: 500 is looser than the workspace policy's 250",
     ),
+    Case(
+        "monitoring.min_labelled", 100, 1000, "monitoring.min_labelled: 1000 is looser than the workspace policy's 200"
+    ),
+    Case(
+        "monitoring.quality_window_hours",
+        168,
+        24,
+        "monitoring.quality_window_hours: 24 differs from the workspace policy's 168",
+    ),
+    Case(
+        "monitoring.max_metric_decay",
+        0.02,
+        0.2,
+        "monitoring.max_metric_decay: 0.2 is looser than the workspace policy's 0.05",
+    ),
+    Case(
+        "monitoring.fairness",
+        {"demographic_parity_difference": 0.1, "equalized_odds_difference": 0.25},
+        {"demographic_parity_difference": 0.25},
+        "monitoring.fairness: drops equalized_odds_difference",
+    ),
+    Case(
+        "monitoring.repeat_interval_minutes",
+        60,
+        1440,
+        "monitoring.repeat_interval_minutes: 1440 is looser than the workspace policy's 240",
+    ),
+    Case("monitoring.alert_attempts", 6, 1, "monitoring.alert_attempts: 1 is looser than the workspace policy's 4"),
+    Case(
+        "monitoring.routes",
+        {},
+        {"adult-income-classifier": {"owner": "mallory", "alert": "webhook:https://example.net/hook"}},
+        "monitoring.routes: ",
+    ),
+    Case(
+        "monitoring.default_route",
+        None,
+        {"owner": "mallory", "alert": "log"},
+        "monitoring.default_route: ",
+    ),
     Case("canary.min_steps", 3, 1, "canary.min_steps: 1 is looser than the workspace policy's 2"),
     Case("canary.max_first_step", 10, 50, "canary.max_first_step: 50 is looser than the workspace policy's 25"),
     Case("canary.min_requests", 200, 10, "canary.min_requests: 10 is looser than the workspace policy's 100"),
