@@ -161,6 +161,8 @@ class Supervisor:
                 pii_hash_key=hash_key.get_secret_value() if hash_key is not None else None,
                 progress=progress or no_progress,
                 clock=self.clock,
+                egress_allow=tuple(e.strip() for e in self.settings.egress_allow.split(",") if e.strip()),
+                slack_webhook_url=slack.get_secret_value() if (slack := self.settings.slack_webhook_url) else None,
             ),
             actor=self.user,
         )

@@ -77,6 +77,11 @@ class Settings(BaseSettings):
         description="trace every run in MLflow (experiment mlops-supervisor of the tracking store), redacted; "
         "MLOPS_TRACING=0 turns it off",
     )
+    slack_webhook_url: SecretStr | None = Field(
+        default=None,
+        description="Slack incoming-webhook URL that slack:#CHANNEL alert routes post to; its host must be on "
+        "MLOPS_EGRESS_ALLOW",
+    )
     egress_allow: str = Field(
         default="",
         description="comma-separated destinations this process may also reach (host, host:port, *.domain or a URL), "

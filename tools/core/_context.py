@@ -48,6 +48,10 @@ class ToolContext:
     progress: ProgressFactory = no_progress
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     """The time gates compare expiry and evidence age against (injectable for tests)."""
+    egress_allow: tuple[str, ...] = ()
+    """Destinations the operator added to the egress allow-list (``MLOPS_EGRESS_ALLOW``): alert webhooks."""
+    slack_webhook_url: str | None = None
+    """The Slack incoming-webhook URL that ``slack:#CHANNEL`` alert routes post to (a secret)."""
 
     @property
     def store_uri(self) -> str:

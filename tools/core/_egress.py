@@ -42,5 +42,6 @@ def egress_client(
 
 
 def context_egress(ctx: ToolContext) -> tuple[str, ...]:
-    """The destinations the tools bound to ``ctx`` may reach: loopback and the MLflow tracking server's host."""
-    return allowed_destinations(tracking_uri=ctx.store_uri)
+    """The destinations the tools bound to ``ctx`` may reach: loopback, the MLflow tracking server's host and
+    what the operator added (``MLOPS_EGRESS_ALLOW``)."""
+    return allowed_destinations(tracking_uri=ctx.store_uri, extra=ctx.egress_allow)
