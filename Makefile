@@ -1,15 +1,19 @@
 # Every target sets up .venv from requirements.lock first (a no-op once done).
-.PHONY: setup demo test lint typecheck bench lock clean
+.PHONY: setup system-deps demo test lint typecheck bench lock clean
 
 setup:
 	@bash scripts/setup.sh
+
+# Debian programs some tests run (promtool, amtool); installed only when missing.
+system-deps:
+	@bash scripts/system-deps.sh
 
 demo: setup
 	.venv/bin/mlops-supervisor demo
 
 # The type check runs first, so the README's (and CI's) test command includes it; then the test suite, then
 # the built-in agent eval suite (its JUnit and JSON reports kept in reports/).
-test: typecheck
+test: typecheck system-deps
 	.venv/bin/pytest -q -n 2 --dist loadfile
 	.venv/bin/mlops-supervisor eval --workers 2 --junit reports/eval-junit.xml --json reports/eval.json
 

@@ -5,7 +5,9 @@
 reads a per-node script file for the ``scripted:PATH`` model spec. ``OpenAIStub`` is a real
 HTTP server on loopback that speaks the chat-completions API (plain and streamed answers, tool
 calls, structured output, 429/5xx, slow answers), scripted with ``Reply`` values, for driving
-``openai:MODEL`` through the real SDK without a network.
+``openai:MODEL`` through the real SDK without a network. ``WebhookReceiver`` is a loopback HTTP
+server that records the alert notifications posted to it (Slack or Alertmanager JSON) and can
+fail the first few, for testing an alert route end to end.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ __all__ = [
     "Reply",
     "ScriptedChatModel",
     "StubRequest",
+    "WebhookDelivery",
+    "WebhookReceiver",
     "adversarial_allow_list_script",
     "as_chunk",
     "install_policy",
@@ -632,3 +636,99 @@ class _StubHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
         self.wfile.flush()
+
+
+@dataclass
+class WebhookDelivery:
+    """One request a ``WebhookReceiver`` got: when, its path, its JSON body and the status it answered."""
+
+    at: float
+    path: str
+    body: Any
+    status: int
+
+
+class WebhookReceiver:
+    """A real HTTP server on 127.0.0.1 that records what is posted to it, as an on-call tool would receive it.
+
+    ::
+
+        with WebhookReceiver(fail_first=2) as hook:  # 500 twice, then 200
+            ...  # a spec whose monitoring.alert is f"webhook:{hook.url}"
+            assert [d.status for d in hook.deliveries] == [500, 500, 200]
+
+    ``fail_first`` requests are answered ``fail_status`` (with ``Retry-After: retry_after`` when
+    given); the rest 200. ``received`` holds the bodies of the requests answered 200.
+    """
+
+    def __init__(self, *, fail_first: int = 0, fail_status: int = 500, retry_after: float | None = None) -> None:
+        self.fail_first = fail_first
+        self.fail_status = fail_status
+        self.retry_after = retry_after
+        self.deliveries: list[WebhookDelivery] = []
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def received(self) -> list[Any]:
+        """The JSON bodies of the requests answered 200, in order."""
+        with self._lock:
+            return [d.body for d in self.deliveries if d.status == 200]
+
+    @property
+    def url(self) -> str:
+        """Where to post: ``http://127.0.0.1:PORT/alerts``."""
+        if self._server is None:
+            raise RuntimeError("the WebhookReceiver is not started; use it as a context manager or call start()")
+        return f"http://127.0.0.1:{self._server.server_address[1]}/alerts"
+
+    def start(self) -> WebhookReceiver:
+        """Listen on a free loopback port and serve in a daemon thread."""
+        if self._server is None:
+            handler = type("WebhookHandler", (_WebhookHandler,), {"receiver": self})
+            self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+            self._server.daemon_threads = True
+            threading.Thread(target=self._server.serve_forever, name="webhook-receiver", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the port."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> WebhookReceiver:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _take(self, path: str, raw: bytes) -> int:
+        try:
+            body: Any = json.loads(raw)
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        with self._lock:
+            status = self.fail_status if len(self.deliveries) < self.fail_first else 200
+            self.deliveries.append(WebhookDelivery(time.time(), path, body, status))
+        return status
+
+
+class _WebhookHandler(BaseHTTPRequestHandler):
+    receiver: WebhookReceiver
+
+    def do_POST(self) -> None:
+        raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+        status = self.receiver._take(self.path, raw)
+        body = b"{}" if status == 200 else b'{"error": "the receiver is failing on purpose"}'
+        self.send_response(status)
+        if status != 200 and self.receiver.retry_after is not None:
+            self.send_header("retry-after", f"{self.receiver.retry_after:g}")
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return

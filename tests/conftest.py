@@ -14,6 +14,10 @@ os.environ.pop("MLOPS_MODEL", None)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("MLOPS_MLFLOW_TRACKING_URI", None)
 os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"
+# Tracing is tested where it is the subject (test_tracing.py, and the canary search of test_canaries.py,
+# which turn it back on) and in the built-in evals, which run with it on; elsewhere each request would
+# pay for MLflow's trace store and the redaction of every span, seconds per CLI process.
+os.environ["MLOPS_TRACING"] = "0"
 
 import subprocess
 import sys

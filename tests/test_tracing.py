@@ -28,6 +28,15 @@ from mlops_supervisor.tools.serving import LocalBackend
 from tests.conftest import store_client
 from tests.test_canaries import PLANTS, _chat, _plant_in_mlflow, _run_pipeline_to_deployment
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _tracing_on() -> Iterator[None]:
+    """The suite turns tracing off (tests/conftest.py); here traces are part of what is checked."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLOPS_TRACING", "1")
+        yield
+
+
 EXPERIMENT = "mlops-supervisor"
 
 
