@@ -29,7 +29,7 @@ from mlops_supervisor.tools.evaluation import evaluation_tools
 from mlops_supervisor.tools.monitoring import observability_tools
 from mlops_supervisor.tools.registry import promotion_tool, registry_tools
 from mlops_supervisor.tools.security import security_tools
-from mlops_supervisor.tools.serving import LocalBackend, deployment_tools, staging_endpoint
+from mlops_supervisor.tools.serving import LocalBackend, deployment_tools, feedback_tool, staging_endpoint
 from mlops_supervisor.tools.training import experimentation_tools
 
 __all__ = ["build_tool_registry"]
@@ -176,6 +176,7 @@ def build_tool_registry(ctx: ToolContext, *, actor: str | None = None) -> ToolRe
     registry = ToolRegistry(
         [
             *data_tools(ctx),
+            feedback_tool(ctx),  # the data agent's: labels that arrive after the predictions
             *experimentation_tools(ctx),
             *evaluation_tools(ctx),
             *registry_tools(ctx),

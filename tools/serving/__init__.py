@@ -8,7 +8,12 @@
   wait for its /health; read the records; check a pid is alive (zombies and reused pids are not);
   end one.
 - ``_model_server``: the HTTP server of one model version.
-- ``_router``: the weighted HTTP/1.1 proxy in front of the versions.
+- ``_router``: the weighted HTTP/1.1 proxy in front of the versions; it gives each request an id,
+  logs every prediction and takes labels that arrive later (``POST /feedback``).
+- ``_predictions``: the prediction log the router writes (one line per record answered) and its reader.
+- ``_feedback``: labels that arrive later: the feedback contract each deploy writes, the checks a
+  batch of labels passes whole or not at all, the stored batches and their reader, and the data
+  agent's ``record_feedback`` tool.
 - ``_main``: the entry point those server processes run (URIs by environment, never on the command line).
 - ``_metrics``: the router's Prometheus metrics read back, per version.
 - ``_canary``: a model's canary record (``canary.json``), the window between two metric readings,
@@ -23,8 +28,29 @@
 
 from mlops_supervisor.tools._spec import check_deployment
 from mlops_supervisor.tools.serving._backend import ServingBackend, staging_endpoint
+from mlops_supervisor.tools.serving._feedback import (
+    feedback_tool,
+    ingest_feedback,
+    read_feedback,
+    read_feedback_contract,
+    validate_feedback,
+)
 from mlops_supervisor.tools.serving._local import LocalBackend
 from mlops_supervisor.tools.serving._metrics import read_window
+from mlops_supervisor.tools.serving._predictions import read_predictions
 from mlops_supervisor.tools.serving._tools import deployment_tools
 
-__all__ = ["LocalBackend", "ServingBackend", "check_deployment", "deployment_tools", "read_window", "staging_endpoint"]
+__all__ = [
+    "LocalBackend",
+    "ServingBackend",
+    "check_deployment",
+    "deployment_tools",
+    "feedback_tool",
+    "ingest_feedback",
+    "read_feedback",
+    "read_feedback_contract",
+    "read_predictions",
+    "read_window",
+    "staging_endpoint",
+    "validate_feedback",
+]

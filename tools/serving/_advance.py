@@ -8,7 +8,9 @@ policy's ``min_bake_seconds``, measured with the tools' clock): before that it r
 only ``promote_model`` takes a version to 100. ``fail`` acts at once, window open or not (a
 canary that is down must come off traffic now): it rolls back automatically unless the policy
 denies ``rollback_model``, in which case it records the refusal and leaves traffic as it is.
-``inconclusive`` holds.
+``inconclusive`` holds. Where feedback gave both versions enough labels in the step's window, a
+canary whose live quality is worse than the stable version's past the policy's decay fails too;
+with too few labels the quality check says so and changes nothing.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from datetime import datetime
 from typing import Any
 
 from mlops_supervisor.policies import Decision, InvalidInputError, ReasonCode
-from mlops_supervisor.policies.canary import CanaryVerdict
+from mlops_supervisor.policies.canary import CanaryVerdict, QualityVerdict
 from mlops_supervisor.tools.core import ToolContext, model_lock, using_store
 from mlops_supervisor.tools.serving._backend import ServingBackend
 from mlops_supervisor.tools.serving._canary import (
     CanaryRecord,
     analysis_in_force,
     judge,
+    judge_labels,
     read_canary,
     write_canary,
 )
@@ -56,13 +59,21 @@ def advance(ctx: ToolContext, backend: ServingBackend, model: str) -> dict[str, 
             bake=float(analysis["window_seconds"]),
             at=ctx.clock(),
         )
-        record = {"at": ctx.clock().isoformat(), "step": canary["step"], **verdict.model_dump(mode="json")}
+        quality = judge_labels(ctx.workspace, ctx.store_uri, model, canary, ctx.policy.monitoring)
+        verdict = _with_quality(verdict, quality)
+        record = {
+            "at": ctx.clock().isoformat(),
+            "step": canary["step"],
+            **verdict.model_dump(mode="json"),
+            "quality": quality.model_dump(mode="json"),
+        }
         canary["history"].append(record)
         outcome: dict[str, Any] = {
             "model": model,
             "version": int(canary["version"]),
             "verdict": verdict.verdict,
             "reasons": list(verdict.reasons),
+            "quality": quality.model_dump(mode="json"),
         }
         if verdict.verdict == "fail":
             return {**outcome, **_fail(ctx, backend, model, canary, verdict.reasons)}
@@ -84,6 +95,13 @@ def _within_window(verdict: CanaryVerdict, canary: CanaryRecord, *, bake: float,
             "reasons": (f"window open: {max(baked, 0):.0f} s of {bake:g} s", *verdict.reasons),
         }
     )
+
+
+def _with_quality(verdict: CanaryVerdict, quality: QualityVerdict) -> CanaryVerdict:
+    """``verdict``, failed (the quality check's reason first) if the labelled-quality check failed."""
+    if quality.verdict != "fail":
+        return verdict
+    return verdict.model_copy(update={"verdict": "fail", "reasons": (quality.reason, *verdict.reasons)})
 
 
 def _settled(model: str, canary: CanaryRecord, state: str) -> dict[str, Any]:

@@ -6,24 +6,29 @@ cumulative counters when the current window opened (``snapshot``), the verdicts 
 its state (running, passed and held at its last step, or failed). ``window_delta`` turns two
 cumulative readings of the router's metrics into one window; ``analysis_in_force`` takes the
 stricter of the record's thresholds and the policy's; ``judge`` weighs the canary's window
-against the stable version's (``policies.canary``).
+against the stable version's (``policies.canary``); ``judge_labels`` does the same with the
+labelled predictions of the step's window, where feedback gave enough labels for both.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 from mlops_supervisor.policies.canary import (
     CanaryThresholds,
     CanaryVerdict,
+    LabelledWindow,
+    QualityVerdict,
     VersionWindow,
     analyze_canary,
+    analyze_canary_quality,
     quantile_from_buckets,
 )
-from mlops_supervisor.policies.policy import CanaryRules
-from mlops_supervisor.tools.core import write_json_atomic
+from mlops_supervisor.policies.policy import CanaryRules, MonitoringRules
+from mlops_supervisor.tools.core import using_store, write_json_atomic
 
 __all__ = [
     "CanaryRecord",
@@ -31,6 +36,7 @@ __all__ = [
     "canary_path",
     "clear_canary",
     "judge",
+    "judge_labels",
     "read_canary",
     "window_delta",
     "write_canary",
@@ -137,4 +143,38 @@ def judge(canary: CanaryRecord, now: dict[str, dict[str, Any]], *, canary_alive:
                 "max_p95_latency_ratio": canary["analysis"]["max_p95_latency_ratio"],
             }
         ),
+    )
+
+
+def judge_labels(
+    workspace: Path, store_uri: str, model: str, canary: CanaryRecord, rules: MonitoringRules
+) -> QualityVerdict:
+    """The canary's live quality against the stable version's over the labelled predictions of the current step.
+
+    ``not_judged`` without a stable version, without feedback, or with fewer than ``rules.min_labelled``
+    labelled predictions of either version since the step started: labels are never waited for.
+    """
+    # imported here: the monitoring package imports serving's backend, so a module-level import would be circular
+    from mlops_supervisor.tools.monitoring._quality import headline_windows, version_classes
+
+    stable = canary["stable"]
+    model_dir = Path(workspace) / "serving" / model
+    if stable is None:
+        return QualityVerdict(verdict="not_judged", reason="labelled quality not judged: no stable version")
+    if not any((model_dir / "feedback").glob("*.parquet")):
+        return QualityVerdict(verdict="not_judged", reason="labelled quality not judged: no feedback recorded yet")
+    version = int(canary["version"])
+    with using_store(store_uri) as client:
+        tags = {v: client.get_model_version(model, str(v)).tags for v in (version, int(stable))}
+    named = {v: version_classes(t) for v, t in tags.items()}
+    classes = None if tags[version].get("mlops.task") == "regression" else {v: c or [] for v, c in named.items()}
+    since = datetime.fromisoformat(canary.get("step_started_at") or canary["started_at"]).timestamp()
+    windows = headline_windows(model_dir, [version, int(stable)], since=since, classes=classes)
+    metric: Literal["accuracy", "rmse"] = "rmse" if classes is None else "accuracy"
+
+    def window(v: int) -> LabelledWindow:
+        return LabelledWindow(labelled=windows[v][0], metric=metric, value=windows[v][1])
+
+    return analyze_canary_quality(
+        window(version), window(int(stable)), min_labelled=rules.min_labelled, max_decay=rules.max_metric_decay
     )

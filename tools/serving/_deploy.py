@@ -12,6 +12,9 @@ Three ways into traffic, each behind its gate (re-run in the tool body under the
   smoke analysis against absolute limits.
 - **staging**: the challenger gate only; the version serves alone on the model's staging
   endpoint (``staging_endpoint``: its own router and URL). Production is not touched.
+
+Whichever way, the endpoint's feedback contract (``feedback.json``, ``_feedback``) gains the
+version before it serves, so labels for its predictions can be checked against its classes.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from mlops_supervisor.tools.registry import (
 )
 from mlops_supervisor.tools.serving._backend import ServingBackend, staging_endpoint
 from mlops_supervisor.tools.serving._canary import CanaryRecord, write_canary
+from mlops_supervisor.tools.serving._feedback import record_serving_version
 from mlops_supervisor.tools.serving._metrics import read_router
 
 __all__ = ["TARGETS", "deploy", "deploy_gate"]
@@ -87,6 +91,8 @@ def deploy(
             if not decision.allowed:
                 raise GateRefusedError(decision)
             steps = plan.canary_weights if stable else [100]
+            # before it serves: labels for its first predictions find its classes
+            record_serving_version(ctx.workspace / "serving" / model, client, model, version)
             result = backend.deploy(model, version, found.source, weight=steps[0])
             champion = None
             if record is not None:  # first: approved as champion above, over the evidence as it was
@@ -128,6 +134,7 @@ def _deploy_staging(ctx: ToolContext, backend: ServingBackend, model: str, versi
             raise GateRefusedError(decision)
         found = model_version(client, model, version)
         endpoint = staging_endpoint(model)
+        record_serving_version(ctx.workspace / "serving" / endpoint, client, model, version)
         backend.deploy(endpoint, version, found.source, weight=100)
         # one version per staging endpoint: the one deployed before stops (rollback keeps only the one named)
         result = backend.rollback(endpoint, version)

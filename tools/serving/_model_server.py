@@ -2,9 +2,11 @@
 
 The model server loads a registered version once and answers ``POST /invocations`` after
 checking every record against the model's signature: a missing, unknown or mistyped column
-gets a 400 that names it. It is a small Starlette app over the scikit-learn model that
-batches concurrent requests into one ``predict``, rather than ``mlflow models serve``: about
-50x the throughput of that on the same model (BENCHMARKS.md).
+gets a 400 that names it. A classifier with ``predict_proba`` also answers each record's class
+probabilities (``probabilities``, one list per record, in class-index order), which the router
+logs beside the prediction for live quality checks. It is a small Starlette app over the
+scikit-learn model that batches concurrent requests into one ``predict``, rather than
+``mlflow models serve``: about 50x the throughput of that on the same model (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -111,10 +113,18 @@ class _Batcher:
 
     MORE_TURNS = 4
 
-    def __init__(self, predict: Callable[[Any], Any], columns: Mapping[str, str], *, as_array: bool = False) -> None:
+    def __init__(
+        self,
+        predict: Callable[[Any], Any],
+        columns: Mapping[str, str],
+        *,
+        as_array: bool = False,
+        with_proba: bool = False,
+    ) -> None:
         self.predict = predict
         self.columns = columns
         self.as_array = as_array
+        self.with_proba = with_proba  # predict returns (predictions, probabilities); each record gets a pair
         self.pending: list[tuple[list[dict[str, Any]], asyncio.Future[list[Any]]]] = []
         self.wake = asyncio.Event()
 
@@ -130,6 +140,9 @@ class _Batcher:
             features: Any = np.array(rows, dtype=np.float64).reshape(len(records), len(self.columns))
         else:
             features = _frame(records, self.columns)
+        if self.with_proba:
+            predictions, probabilities = self.predict(features)
+            return list(zip(np.asarray(predictions).tolist(), np.asarray(probabilities).tolist(), strict=True))
         return list(np.asarray(self.predict(features)).tolist())
 
     async def work(self) -> None:
@@ -197,6 +210,72 @@ def _numeric_in_signature_order(model: Any, columns: Mapping[str, str]) -> bool:
     return same
 
 
+# Final estimators whose ``predict`` is the argmax of their ``predict_proba``, so one
+# ``predict_proba`` answers both. Trees and forests (DecisionTree, RandomForest, ExtraTrees),
+# HistGradientBoosting and KNeighbors compute ``predict`` as exactly that argmax;
+# LogisticRegression, GradientBoosting and GaussianNB take the argmax (or the sign) of a score
+# that their probabilities are a monotone function of (logistic, softmax, normalised exp), so the
+# two agree except where the top two probabilities tie to rounding, which is settled below by
+# ``predict`` on those rows alone. Not here, so both are called: SGDClassifier (modified_huber
+# clips several classes to the same probability), DummyClassifier's random strategies, and any
+# estimator this list does not know.
+_ARGMAX_OF_PROBA = frozenset(
+    {
+        "LogisticRegression",
+        "DecisionTreeClassifier",
+        "RandomForestClassifier",
+        "ExtraTreesClassifier",
+        "GradientBoostingClassifier",
+        "HistGradientBoostingClassifier",
+        "GaussianNB",
+        "KNeighborsClassifier",
+    }
+)
+_TIE = 1e-9
+
+
+def _argmax_is_predict(final: Any) -> bool:
+    """Whether ``final`` (a fitted scikit-learn classifier) predicts the argmax of its ``predict_proba``."""
+    kind = type(final)
+    if not kind.__module__.startswith("sklearn."):
+        return False
+    if kind.__name__ == "DummyClassifier":  # its stratified and uniform strategies draw at random
+        return getattr(final, "strategy", None) in ("prior", "most_frequent", "constant")
+    return kind.__name__ in _ARGMAX_OF_PROBA
+
+
+def _with_probabilities(model: Any) -> Callable[[Any], tuple[Any, Any]] | None:
+    """For a classifier with ``predict_proba``: features -> (its predictions, its class probabilities); else None.
+
+    Where ``predict`` is the argmax of the probabilities, one ``predict_proba`` gives both, so
+    serving the probabilities costs no second pass; elsewhere both are called.
+    """
+    from sklearn.base import is_classifier
+    from sklearn.pipeline import Pipeline
+
+    if not is_classifier(model) or not hasattr(model, "predict_proba"):
+        return None
+    final = model.steps[-1][1] if isinstance(model, Pipeline) else model
+    classes = np.asarray(getattr(final, "classes_", []))
+    if not _argmax_is_predict(final) or classes.size < 2:
+
+        def both(features: Any) -> tuple[Any, Any]:
+            return model.predict(features), model.predict_proba(features)
+
+        return both
+
+    def from_proba(features: Any) -> tuple[Any, Any]:
+        proba = np.asarray(model.predict_proba(features))
+        predictions = classes.take(proba.argmax(axis=1))
+        top = np.partition(proba, -2, axis=1)[:, -2:]
+        tied = top[:, 1] - top[:, 0] <= _TIE
+        if tied.any():  # a tie to rounding: predict's own rule (a sign, a first index) decides those rows
+            predictions[tied] = np.asarray(model.predict(features[tied]))
+        return predictions, proba
+
+    return from_proba
+
+
 async def _body_within_limit(request: Request) -> bytes | None:
     """The request body, or ``None`` as soon as it is known to exceed ``MAX_BODY`` (declared or sent)."""
     declared = request.headers.get("content-length", "")
@@ -225,7 +304,13 @@ def build_model_app(model_uri: str, *, tracking_uri: str, version: str, fail_rat
         # logged model's record, which the server does not use
         signature = Model.load(model_uri).signature
     columns = {c.name: c.type.name for c in signature.inputs.inputs}
-    batcher = _Batcher(model.predict, columns, as_array=_numeric_in_signature_order(model, columns))
+    with_proba = _with_probabilities(model)
+    batcher = _Batcher(
+        with_proba or model.predict,
+        columns,
+        as_array=_numeric_in_signature_order(model, columns),
+        with_proba=with_proba is not None,
+    )
     chaos = random.Random(0)
 
     async def invocations(request: Request) -> Response:
@@ -245,6 +330,9 @@ def build_model_app(model_uri: str, *, tracking_uri: str, version: str, fail_rat
             predictions = await batcher.submit(records)
         except Exception as exc:  # noqa: BLE001 - the caller gets a 500 that says why, the server stays up
             return JSONResponse({"error": f"prediction failed: {type(exc).__name__}: {exc}"}, status_code=500)
+        if batcher.with_proba:
+            answer = {"predictions": [p for p, _ in predictions], "probabilities": [q for _, q in predictions]}
+            return JSONResponse({**answer, "version": version})
         return JSONResponse({"predictions": predictions, "version": version})
 
     async def health(_: Request) -> Response:

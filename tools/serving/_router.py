@@ -2,11 +2,19 @@
 
 It splits ``POST /invocations`` between versions by weight, forwards each request over a
 kept-alive connection to the chosen version's model server, and answers with the server's
-status and body plus an ``x-model-version`` header. Around that it keeps per-version
-Prometheus metrics (``prometheus_client``: requests by status, a latency histogram) at
-``GET /metrics``, a redacted random sample of requests and predictions for drift checks, and
-``GET /health``. Its routes live in a JSON file it re-reads when the file changes, so a
-weight change is a file write, not a restart.
+status and body plus an ``x-model-version`` header and an ``x-request-id`` header: a fresh id
+per request (a random UUID, 32 hex digits; a caller's own ``x-request-id`` is echoed as
+``x-client-request-id``, never trusted as the id). Around that it keeps per-version Prometheus metrics
+(``prometheus_client``: requests by status, a latency histogram) at ``GET /metrics``, the
+prediction log (``_predictions``: one line per record of every 200 answer, with its request id,
+version, prediction and class probabilities, no features) under ``predictions/`` beside its
+routes file, a redacted random sample of requests and predictions for drift checks, and
+``GET /health``. ``POST /feedback`` takes labels that arrive later for the request ids it gave
+(``{"feedback": [{"request_id", "row", "label", ...}]}``), checked and stored off the event
+loop as ``_feedback.ingest_feedback`` does for a file, with a ``feedback`` line in the
+workspace's audit log. Its routes live in a JSON file it re-reads when the file changes, so a
+weight change is a file write, not a restart. The files sit in the model's serving home
+(``<workspace>/serving/<model>/routes.json``), which is where the router finds the rest.
 
 Why a hand-written proxy rather than an ASGI app with an HTTP client: the router sits on
 every request, and with uvicorn, Starlette and aiohttp it spent about as much CPU per
@@ -25,8 +33,10 @@ import http
 import json
 import os
 import random
+import re
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -38,14 +48,16 @@ import httptools
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from mlops_supervisor.policies import Redactor
+from mlops_supervisor.policies import AuditLog, Redactor, redact_value
 from mlops_supervisor.tools.serving._backend import MAX_BODY
+from mlops_supervisor.tools.serving._predictions import PREDICTIONS_DIR, PredictionLog, answer_lines
 
 __all__ = ["Router", "serve_router", "start_router"]
 
 UPSTREAM_TIMEOUT = 10.0
 SAMPLES_LIMIT = 50 * 1024 * 1024
 _JSON = b"application/json"
+_CLIENT_ID = re.compile(rb"[\x21-\x7e]{1,128}")  # a caller's id is echoed only when it is short, printable ASCII
 Done = Callable[[int, bytes, bytes], None]  # status, content type, body
 
 
@@ -69,6 +81,14 @@ def _response(
 
 def _error(message: str) -> bytes:
     return json.dumps({"error": message}).encode()
+
+
+def _request_id() -> str:
+    """A random (version 4) UUID as 32 lowercase hex digits, as ``uuid.uuid4().hex`` gives, at a third of its cost."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # the version
+    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    return raw.hex()
 
 
 class _Upstream(asyncio.Protocol):
@@ -246,12 +266,31 @@ class _Routes:
 
 
 class Router:
-    """The proxy's state: routes, upstream pools, metrics and the sample file."""
+    """The proxy's state: routes, upstream pools, metrics, the prediction log and the sample file.
 
-    def __init__(self, routes_path: Path, *, samples_path: Path, redactor: Redactor) -> None:
+    The model's serving home is the routes file's folder: the prediction log goes under its
+    ``predictions/`` (or ``predictions_dir``), feedback under it (``_feedback``), and the audit
+    log is the workspace's (``<home>/../../audit.jsonl``, or ``audit_path``).
+    """
+
+    def __init__(
+        self,
+        routes_path: Path,
+        *,
+        samples_path: Path,
+        redactor: Redactor,
+        predictions_dir: Path | None = None,
+        audit_path: Path | None = None,
+    ) -> None:
         self.routes = _Routes(routes_path)
+        self.home = Path(routes_path).parent
         self.samples_path = samples_path
         self.redactor = redactor
+        self.predictions = PredictionLog(predictions_dir or self.home / PREDICTIONS_DIR)
+        self.audit_path = audit_path or self.home.parent.parent / "audit.jsonl"
+        self._audit: AuditLog | None = None
+        self._audit_lock = threading.Lock()  # one AuditLog's descriptors are shared by the executor's threads
+        self._version_numbers: dict[str, int | str] = {}
         self.picker = random.Random()
         self.pools: dict[tuple[str, str], _Pool] = {}
         self.callers: set[_Caller] = set()
@@ -289,6 +328,15 @@ class Router:
             counter = self._counters[(version, status)] = self.requests.labels(version, str(status))
         counter.inc()
 
+    def log_predictions(self, request_id: str, version: str, content: bytes) -> None:
+        """Append the prediction log's lines for one successful answer (nothing for an answer without predictions)."""
+        number = self._version_numbers.get(version)
+        if number is None:
+            number = self._version_numbers[version] = int(version) if version.isdigit() else version
+        lines = answer_lines(request_id, number, time.time(), content)
+        if lines:
+            self.predictions.append(lines)
+
     def maybe_sample(self, version: str, body: bytes, content: bytes) -> None:
         """Append a redacted request and its predictions for ``sample_rate`` of the successful ones."""
         if self.picker.random() >= self.routes.sample_rate:
@@ -310,11 +358,36 @@ class Router:
         with self.samples_path.open("a", encoding="utf-8") as fh:
             fh.write(redacted + "\n")
 
+    def take_feedback(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        """Check and store one ``POST /feedback`` body (run off the event loop); the status and answer.
+
+        Audited as a ``feedback`` line (redacted) whatever the outcome.
+        """
+        from mlops_supervisor.policies import InvalidInputError
+        from mlops_supervisor.tools.serving._feedback import feedback_frame, ingest_feedback
+
+        try:
+            result = ingest_feedback(self.home, feedback_frame(body), redactor=self.redactor, source="POST /feedback")
+        except InvalidInputError as exc:
+            self._audit_line(outcome="invalid_input", reason_code=exc.reason_code, message=str(exc))
+            return 400, {"error": str(exc)}
+        self._audit_line(outcome="ok", accepted=result["accepted"], batch=result["batch"])
+        return 200, {"accepted": result["accepted"], "batch": result["batch"]}
+
+    def _audit_line(self, **fields: Any) -> None:
+        with self._audit_lock:
+            if self._audit is None:
+                self._audit = AuditLog(self.audit_path, redact=lambda value: redact_value(self.redactor, value))
+            self._audit.append("feedback", model=self.home.name, origin="router", pid=os.getpid(), **fields)
+
     def close(self) -> None:
         for caller in list(self.callers):
             caller.close()
         for pool in self.pools.values():
             pool.close()
+        self.predictions.close()
+        if self._audit is not None:
+            self._audit.close()
 
 
 class _Caller(asyncio.Protocol):
@@ -324,10 +397,12 @@ class _Caller(asyncio.Protocol):
         self.router, self.loop = router, loop
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
-        self.queue: deque[tuple[bytes, bytes, bytes, bytes, bool]] = deque()  # method, path, type, body, keep
+        # method, path, content type, body, keep-alive, the caller's own x-request-id
+        self.queue: deque[tuple[bytes, bytes, bytes, bytes, bool, bytes]] = deque()
         self.busy = False
         self.url = b""
         self.content_type = _JSON
+        self.client_id = b""
         self.body: list[bytes] = []
         self.size = 0
         self.too_large = False
@@ -353,6 +428,7 @@ class _Caller(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.url, self.content_type, self.body, self.size, self.too_large = b"", _JSON, [], 0, False
+        self.client_id = b""
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -363,6 +439,8 @@ class _Caller(asyncio.Protocol):
             self.content_type = value
         elif name == b"expect" and value.lower() == b"100-continue" and self.transport is not None:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        elif name == b"x-request-id" and _CLIENT_ID.fullmatch(value):
+            self.client_id = value
 
     def on_body(self, body: bytes) -> None:
         self.size += len(body)
@@ -376,7 +454,14 @@ class _Caller(asyncio.Protocol):
         body = b"" if self.too_large else b"".join(self.body)
         method = self.parser.get_method() if not self.too_large else b"TOO_LARGE"
         self.queue.append(
-            (method, self.url.split(b"?", 1)[0], self.content_type, body, self.parser.should_keep_alive())
+            (
+                method,
+                self.url.split(b"?", 1)[0],
+                self.content_type,
+                body,
+                self.parser.should_keep_alive(),
+                self.client_id,
+            )
         )
         if len(self.queue) > 1 and self.transport is not None and not self.paused:
             self.transport.pause_reading()  # pipelined requests wait; stop reading more meanwhile
@@ -392,20 +477,33 @@ class _Caller(asyncio.Protocol):
                 self.paused = False
             return
         self.busy = True
-        method, path, content_type, body, keep = self.queue.popleft()
+        method, path, content_type, body, keep, client_id = self.queue.popleft()
         try:
-            self._dispatch(method, path, content_type, body, keep)
+            self._dispatch(method, path, content_type, body, keep, client_id)
         except Exception as exc:  # noqa: BLE001 - the caller gets a 500 that says why; the router stays up
             self._answer(500, _error(f"router error: {type(exc).__name__}: {exc}"), keep=False)
 
-    def _dispatch(self, method: bytes, path: bytes, content_type: bytes, body: bytes, keep: bool) -> None:
+    def _dispatch(
+        self, method: bytes, path: bytes, content_type: bytes, body: bytes, keep: bool, client_id: bytes
+    ) -> None:
+        request_id, ids = "", b""
+        if path == b"/invocations":  # every answer to it carries a fresh request id, and the caller's own
+            request_id = _request_id()
+            ids = b"x-request-id: %s\r\n" % request_id.encode()
+            if client_id:
+                ids += b"x-client-request-id: %s\r\n" % client_id
         if method == b"TOO_LARGE":
-            self._answer(413, _error(f"the body is over the limit of {MAX_BODY:,} bytes"), keep=False)
+            self._answer(413, _error(f"the body is over the limit of {MAX_BODY:,} bytes"), keep=False, extra=ids)
         elif path == b"/invocations":
             if method != b"POST":
-                self._answer(405, _error("use POST for /invocations"), keep=keep)
+                self._answer(405, _error("use POST for /invocations"), keep=keep, extra=ids)
             else:
-                self._forward(body, content_type, keep)
+                self._forward(body, content_type, keep, request_id, ids)
+        elif path == b"/feedback":
+            if method != b"POST":
+                self._answer(405, _error("use POST for /feedback"), keep=keep)
+            else:
+                self._feedback(body, keep)
         elif path == b"/metrics" and method == b"GET":
             self._answer(
                 200, generate_latest(self.router.registry), keep=keep, content_type=CONTENT_TYPE_LATEST.encode()
@@ -414,32 +512,50 @@ class _Caller(asyncio.Protocol):
             health = {"status": "ok", "versions": self.router.routes.current(), "pid": os.getpid()}
             self._answer(200, json.dumps(health).encode(), keep=keep)
         else:
-            self._answer(404, _error(f"no route {path.decode(errors='replace')}; use POST /invocations"), keep=keep)
+            self._answer(
+                404,
+                _error(f"no route {path.decode(errors='replace')}; use POST /invocations or POST /feedback"),
+                keep=keep,
+            )
 
-    def _forward(self, body: bytes, content_type: bytes, keep: bool) -> None:
+    def _forward(self, body: bytes, content_type: bytes, keep: bool, request_id: str, ids: bytes) -> None:
         router = self.router
         try:
             version = router.routes.pick(router.picker.random())
         except (OSError, ValueError, KeyError) as exc:
-            self._answer(503, _error(f"the routes cannot be read: {exc}"), keep=keep)
+            self._answer(503, _error(f"the routes cannot be read: {exc}"), keep=keep, extra=ids)
             return
         if version is None:
-            self._answer(503, _error("no version takes traffic"), keep=keep)
+            self._answer(503, _error("no version takes traffic"), keep=keep, extra=ids)
             return
         started = time.perf_counter()
 
         def done(status: int, answer_type: bytes, content: bytes) -> None:
             router.record(version, status, time.perf_counter() - started)
             if status == 200:
-                # before the answer: once a caller has it, a drift check that follows sees the sample
+                # before the answer: once a caller has its request id, feedback for it finds the prediction,
+                # and a drift check that follows sees the sample
                 try:
+                    router.log_predictions(request_id, version, content)
                     router.maybe_sample(version, body, content)
-                except OSError as exc:  # a full disk loses samples, not answers
-                    print(f"router: a sample was not kept: {exc}", file=sys.stderr)
-            header = b"x-model-version: %s\r\n" % version.encode()
+                except OSError as exc:  # a full disk loses log lines and samples, not answers
+                    print(f"router: a prediction was not logged: {exc}", file=sys.stderr)
+            header = b"x-model-version: %s\r\n%s" % (version.encode(), ids)
             self._answer(status, content, keep=keep, content_type=answer_type, extra=header)
 
         router.pool(self.loop, version).request(body, content_type, done)
+
+    def _feedback(self, body: bytes, keep: bool) -> None:
+        """Check and store labels in a worker thread (reading the logs takes time); answer when done."""
+
+        def answered(future: asyncio.Future[tuple[int, dict[str, Any]]]) -> None:
+            try:
+                status, payload = future.result()
+            except Exception as exc:  # noqa: BLE001 - the caller gets a 500 that says why; the router stays up
+                status, payload = 500, {"error": f"feedback not stored: {type(exc).__name__}: {exc}"}
+            self._answer(status, json.dumps(payload).encode(), keep=keep)
+
+        self.loop.run_in_executor(None, self.router.take_feedback, body).add_done_callback(answered)
 
     def _answer(self, status: int, body: bytes, *, keep: bool, content_type: bytes = _JSON, extra: bytes = b"") -> None:
         self._write(_response(status, body, content_type=content_type, extra=extra, close=not keep), close=not keep)
