@@ -1,7 +1,9 @@
 """Canary analysis as a pure function: canary against stable over one window of traffic.
 
 The verdict is ``pass`` (take the next traffic step), ``fail`` (roll back now) or
-``inconclusive`` (too little traffic to say: hold, never promote on it).
+``inconclusive`` (too little traffic to say: hold, never promote on it). Where labels came back
+for both versions, ``analyze_canary_quality`` also weighs the canary's live quality against the
+stable version's; without enough of them it is ``not_judged`` and never holds a canary back.
 """
 
 from __future__ import annotations
@@ -10,7 +12,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["CanaryThresholds", "CanaryVerdict", "VersionWindow", "analyze_canary", "quantile_from_buckets"]
+__all__ = [
+    "CanaryThresholds",
+    "CanaryVerdict",
+    "LabelledWindow",
+    "QualityVerdict",
+    "VersionWindow",
+    "analyze_canary",
+    "analyze_canary_quality",
+    "quantile_from_buckets",
+]
 
 
 class _Frozen(BaseModel):
@@ -96,3 +107,48 @@ def analyze_canary(canary: VersionWindow, stable: VersionWindow | None, limits: 
         canary=canary,
         stable=stable,
     )
+
+
+class LabelledWindow(_Frozen):
+    """One version's labelled predictions in the window: how many, and its accuracy (rmse for a regressor)."""
+
+    labelled: int
+    metric: Literal["accuracy", "rmse"]
+    value: float | None
+
+
+class QualityVerdict(_Frozen):
+    """pass, fail or not_judged (too few labels, or nothing to compare with), with the reason."""
+
+    verdict: Literal["pass", "fail", "not_judged"]
+    reason: str
+
+
+def analyze_canary_quality(
+    canary: LabelledWindow, stable: LabelledWindow | None, *, min_labelled: int, max_decay: float
+) -> QualityVerdict:
+    """Whether the canary's live quality is worse than the stable version's by more than ``max_decay``.
+
+    Accuracy may drop by at most ``max_decay``; rmse may rise by at most that share of the stable
+    version's. Judged only when both versions have ``min_labelled`` labelled predictions.
+    """
+    if stable is None:
+        return QualityVerdict(verdict="not_judged", reason="labelled quality not judged: no stable version")
+    if canary.labelled < min_labelled or stable.labelled < min_labelled or canary.value is None or stable.value is None:
+        return QualityVerdict(
+            verdict="not_judged",
+            reason=f"labelled quality not judged: {canary.labelled} labelled canary and {stable.labelled} labelled "
+            f"stable predictions in the window; at least {min_labelled} each needed",
+        )
+    if canary.metric == "accuracy":
+        worse, allowed = stable.value - canary.value, f"{max_decay:g}"
+    else:
+        worse = (canary.value - stable.value) / stable.value if stable.value else canary.value - stable.value
+        allowed = f"{max_decay:.0%} of stable's"
+    said = (
+        f"live {canary.metric} {canary.value:.4f} on {canary.labelled} labelled vs stable {stable.value:.4f} on "
+        f"{stable.labelled}"
+    )
+    if worse > max_decay:
+        return QualityVerdict(verdict="fail", reason=f"{said}: worse by {worse:.4f} (allowed {allowed})")
+    return QualityVerdict(verdict="pass", reason=f"{said}, within the allowed decay {allowed}")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-__all__ = ["DriftState", "draw_drift", "drift_plot", "drift_states", "drift_styles", "latency_plot"]
+__all__ = ["DriftState", "draw_drift", "drift_plot", "drift_states", "drift_styles", "latency_plot", "quality_plot"]
 
 
 def latency_plot(reports: Path, model: str, window: dict[str, Any]) -> Path | None:
@@ -101,6 +101,68 @@ def draw_drift(
     ax.margins(y=0.12)  # room for the p-value over the tallest bar
     ax.tick_params(axis="x", rotation=60)
     ax.legend(handles=[*handles, line], fontsize=8)
+
+
+def quality_plot(reports: Path, model: str, versions: Mapping[str, Mapping[str, Any]]) -> Path | None:
+    """Live metrics beside the evaluation's per judged version, and the per-group selection rate and
+    accuracy of the version with the most labels, as a PNG under ``reports``; None when nothing was judged."""
+    judged = {v: r for v, r in versions.items() if r.get("judged")}
+    if not judged:
+        return None
+    path = reports / f"quality-{int(time.time())}.png"
+    busiest = max(judged, key=lambda v: judged[v]["labelled"])
+    fair = {f: r for f, r in judged[busiest].get("fairness", {}).items() if r.get("judged")}
+    with _png(path, (12 if fair else 7, 4.5)) as ax:
+        if fair:  # a second panel for the groups
+            figure = ax.figure
+            ax.remove()
+            ax, groups_ax = figure.subplots(1, 2)
+            _draw_groups(groups_ax, busiest, fair)
+        _draw_metrics(ax, model, judged)
+    return path
+
+
+def _draw_metrics(ax: Axes, model: str, judged: Mapping[str, Mapping[str, Any]]) -> None:
+    """Each version's live metrics as bars (red: decayed past the tolerance), its evaluation's as black ticks."""
+    names = sorted({n for r in judged.values() for n, m in r["metrics"].items() if m["live"] is not None})
+    width = 0.8 / len(judged)
+    for i, (version, result) in enumerate(sorted(judged.items())):
+        rows = result["metrics"]
+        xs = [k + (i - (len(judged) - 1) / 2) * width for k in range(len(names))]
+        live = [rows.get(n, {}).get("live") or 0.0 for n in names]
+        colors = ["tab:red" if rows.get(n, {}).get("over") else f"C{i}" for n in names]
+        ax.bar(xs, live, width=width, color=colors, label=f"v{version} live ({result['labelled']} labelled)")
+        base = [
+            (x, rows[n]["evaluation"]) for x, n in zip(xs, names, strict=True) if n in rows and rows[n]["evaluation"]
+        ]
+        if base:
+            ax.scatter([x for x, _ in base], [y for _, y in base], marker="_", s=300, color="black", zorder=3)
+    ax.scatter([], [], marker="_", s=300, color="black", label="at evaluation")
+    ax.bar([], [], color="tab:red", label="decayed past the tolerance")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set(title=f"{model}: live quality on labelled predictions")
+    ax.legend(fontsize=8)
+
+
+def _draw_groups(ax: Axes, version: str, fairness: Mapping[str, Mapping[str, Any]]) -> None:
+    """Selection rate and accuracy of every group of every sensitive feature, the differences in the labels."""
+    labels, selection, accuracy = [], [], []
+    for feature, result in fairness.items():
+        for row in result["by_group"]:
+            labels.append(f"{feature}={row['group']} ({row['count']:.0f})")
+            selection.append(row["selection_rate"])
+            accuracy.append(row["accuracy"])
+    xs = list(range(len(labels)))
+    ax.bar([x - 0.2 for x in xs], selection, width=0.4, label="selection rate")
+    ax.bar([x + 0.2 for x in xs], accuracy, width=0.4, label="accuracy")
+    ax.set_xticks(xs, labels, rotation=45, ha="right", fontsize=7)
+    checks = "; ".join(
+        f"{f} {n.split('_difference')[0].replace('_', ' ')} {c['value']:.3f}" + (" (over)" if not c["passed"] else "")
+        for f, r in fairness.items()
+        for n, c in r["checks"].items()
+    )
+    ax.set_title(f"v{version} by group: {checks}", fontsize=8, wrap=True)
+    ax.legend(fontsize=8)
 
 
 @contextmanager
