@@ -14,6 +14,7 @@ __all__ = [
     "DecisionRecord",
     "ModelUsage",
     "NodeUsage",
+    "OutboxSummary",
     "PendingApproval",
     "Report",
     "RunResult",
@@ -171,6 +172,36 @@ class EndpointSummary(BaseModel):
         return dead + [f"version {v}" for v, s in self.versions.items() if not s["alive"]]
 
 
+class OutboxSummary(BaseModel):
+    """The workspace's alert outbox: notifications not delivered, or with nowhere else to go (newest first)."""
+
+    count: int = 0
+    path: str = ""
+    latest: list[dict[str, Any]] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, entries: list[dict[str, Any]], path: str = "", *, shown: int = 5) -> OutboxSummary:
+        """The count of ``entries`` (oldest first, already redacted) and the latest ``shown`` of them, briefly."""
+        keep = ("ts", "model", "route", "owner", "status", "reason", "kinds", "summaries")
+        latest = [{k: e.get(k) for k in keep} for e in reversed(entries[-shown:])] if shown > 0 else []
+        return cls(count=len(entries), path=path, latest=latest)
+
+    def to_markdown(self) -> str:
+        """A line with the count and a table of the latest entries; empty when the outbox is."""
+        if not self.count:
+            return ""
+        rows = "\n".join(
+            f"| {_cell(e.get('ts') or '')} | {_cell(e.get('model') or '')} | {_cell(e.get('route') or 'none')} | "
+            f"{_cell(e.get('status') or '')} | {_cell('; '.join(e.get('summaries') or []))} | "
+            f"{_cell(e.get('reason') or '')} |"
+            for e in self.latest
+        )
+        return (
+            f"Alert outbox: {self.count} notification(s) not delivered or with no route (`{self.path}`); "
+            f"the latest:\n\n| when | model | route | status | alerts | reason |\n|---|---|---|---|---|---|\n{rows}"
+        )
+
+
 class WorkspaceStatus(BaseModel):
     """What the workspace holds: threads, pending approvals and the audit chain's state."""
 
@@ -181,6 +212,7 @@ class WorkspaceStatus(BaseModel):
     audit_intact: bool
     audit_lines: int
     endpoints: list[EndpointSummary] = Field(default_factory=list)
+    outbox: OutboxSummary = Field(default_factory=OutboxSummary)
     report: Report
     decisions: list[DecisionRecord] = Field(default_factory=list)
 
@@ -207,10 +239,12 @@ class WorkspaceStatus(BaseModel):
         endpoints = (
             f"\n\n| endpoint | router URL | router | versions |\n|---|---|---|---|\n{served}" if self.endpoints else ""
         )
+        outbox = f"\n\n{self.outbox.to_markdown()}" if self.outbox.count else ""
         return (
             f"Workspace `{self.workspace}`; audit chain "
             f"{'intact' if self.audit_intact else 'BROKEN'} ({self.audit_lines} lines)\n\n"
-            f"| thread | status | requester | request |\n|---|---|---|---|\n{rows}{endpoints}\n\n{self.report.summary}"
+            f"| thread | status | requester | request |\n|---|---|---|---|\n{rows}{endpoints}{outbox}\n\n"
+            f"{self.report.summary}"
         )
 
     def _repr_markdown_(self) -> str:
