@@ -86,7 +86,9 @@ def _at_least(field: str, candidate: float, base: float) -> list[str]:
 
 
 def _same(field: str, candidate: object, base: object) -> list[str]:
-    return [] if candidate == base else [f"{field}: {_show(candidate)} differs from the workspace policy's {_show(base)}"]
+    return (
+        [] if candidate == base else [f"{field}: {_show(candidate)} differs from the workspace policy's {_show(base)}"]
+    )
 
 
 def _superset(field: str, candidate: Iterable[str], base: Iterable[str]) -> list[str]:

@@ -38,6 +38,7 @@ from mlops_supervisor._requirements import (
 from mlops_supervisor._results import (
     DecisionRecord,
     EndpointSummary,
+    OutboxSummary,
     PendingApproval,
     Report,
     RunResult,
@@ -650,16 +651,21 @@ class Supervisor:
         endpoints = self.endpoints()
         down = [f"{e.model} {p}" for e in endpoints for p in e.down]
         stray = sum(len(e.stray) for e in endpoints)
+        from mlops_supervisor.tools.monitoring import outbox_entries, outbox_path
+
+        outbox = OutboxSummary.of(outbox_entries(self.workspace.root), str(outbox_path(self.workspace.root)))
         return WorkspaceStatus(
             workspace=str(self.workspace.root),
             threads=threads,
             audit_intact=check.ok,
             audit_lines=check.lines,
             endpoints=endpoints,
+            outbox=outbox,
             report=Report(
                 summary=f"{len(threads)} thread(s), {len(waiting)} awaiting approval; audit chain "
                 + ("intact" if check.ok else f"broken at line {check.bad_line}: {check.problem}")
                 + f"; {len(endpoints)} endpoint(s)"
+                + (f"; {outbox.count} alert notification(s) in the outbox" if outbox.count else "")
                 + (
                     f", not running: {', '.join(down)} (`mlops-supervisor up` restarts them, "
                     "`mlops-supervisor down` stops the rest)"
@@ -765,6 +771,12 @@ class Supervisor:
         """
         stopped: list[dict[str, Any]] = self.call("stop_endpoints", model=model)
         return stopped
+
+    def served_models(self) -> list[str]:
+        """The models this workspace serves (production endpoints; staging ones end in ``@staging``)."""
+        from mlops_supervisor.tools.serving import LocalBackend
+
+        return LocalBackend.for_workspace(self.workspace.root, self.settings.mlflow_tracking_uri).models()
 
     def mermaid(self) -> str:
         """The graph's Mermaid drawing."""

@@ -254,6 +254,78 @@ def rollback(
     _emit(result, as_json)
 
 
+def _duration(text: str) -> float:
+    """Seconds in ``text`` (``90``, ``30s``, ``5m``, ``1h``, ``1d``); ``UsageError`` naming it otherwise."""
+    units = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = text.strip().rstrip("smhd"), text.strip()[len(text.strip().rstrip("smhd")) :]
+    try:
+        seconds = float(number) * units[unit]
+    except (ValueError, KeyError):
+        seconds = float("nan")
+    if not seconds >= 1 or seconds == float("inf"):
+        raise UsageError(f"--every {text!r} is not a duration of at least 1 s; write e.g. 90, 30s, 5m, 1h or 1d")
+    return seconds
+
+
+@app.command()
+def monitor(
+    model_name: Annotated[
+        str | None, typer.Argument(metavar="[MODEL]", help="one served model; omit for every model served here")
+    ] = None,
+    every: Annotated[
+        str | None,
+        typer.Option("--every", help="repeat every DURATION (90, 30s, 5m, 1h) until Ctrl-C or SIGTERM; omit: once"),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run every monitoring check once (for cron, a systemd timer or a CronJob) or on a schedule.
+
+    Each model's checks are one governed, read-only request (`monitor MODEL`) with its report;
+    alerts go to the model's owner. With --json, one JSON object per model and run, one per line.
+    """
+    import signal
+    import threading
+
+    from mlops_supervisor.tools.serving._backend import STAGING_SUFFIX
+
+    try:
+        interval = _duration(every) if every is not None else None
+    except UsageError as exc:
+        err.print(f"[red]error[/]: {exc}")
+        raise typer.Exit(2) from None
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        if stop.is_set():  # a second signal: stop now
+            raise KeyboardInterrupt
+        stop.set()
+        err.print(f"[yellow]{signal.Signals(signum).name}[/]: stopping after the check in progress")
+
+    if interval is not None:
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+    worst = 0
+    with _supervisor("offline") as sup:
+        while True:
+            models = [model_name] if model_name else [m for m in sup.served_models() if not m.endswith(STAGING_SUFFIX)]
+            if not models:
+                err.print(f"[red]error[/]: nothing is served in {sup.workspace.root}; deploy a model first")
+                raise typer.Exit(2)
+            for name in models:
+                result = sup.ask(f"monitor {name}")
+                worst = max(worst, result.exit_code)
+                if as_json:
+                    sys.stdout.write(json.dumps(result.model_dump(mode="json")) + "\n")
+                    sys.stdout.flush()
+                else:
+                    out.print(Markdown(result.to_markdown()))
+                if stop.is_set():
+                    break
+            if interval is None or stop.wait(interval):
+                break
+    raise typer.Exit(worst if interval is None else 0)
+
+
 @contextmanager
 def _endpoint_operation() -> Iterator[Supervisor]:
     """A supervisor whose direct calls are recorded as coming from the command line."""
@@ -412,6 +484,40 @@ def _spans(redactor: Any, text: str) -> list[dict[str, Any]]:
 
 
 @app.command()
+def feedback(
+    model_name: Annotated[str, typer.Argument(metavar="MODEL", help="the served model the labels are for")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FILE",
+            help="CSV or Parquet: request_id (from the x-request-id header), row (optional), label (or the "
+            "target's name) and the sensitive attributes the model's feedback contract names",
+        ),
+    ],
+    as_json: JsonFlag = False,
+) -> None:
+    """Store labels that arrived after the predictions (the data agent's record_feedback, decided and audited).
+
+    Every row is checked first; a file with any bad row is refused whole (exit 2), naming the rows.
+    """
+    from mlops_supervisor.policies import InvalidInputError
+
+    with _endpoint_operation() as sup:
+        try:
+            stored = sup.call("record_feedback", model=model_name, path=str(file.expanduser().absolute()))
+        except InvalidInputError as exc:
+            if not as_json:
+                raise
+            sys.stdout.write(json.dumps({"status": "invalid_input", "reason_code": exc.reason_code, "error": str(exc)}))
+            sys.stdout.write("\n")
+            raise typer.Exit(2) from None
+    if as_json:
+        sys.stdout.write(json.dumps({"status": "done", **stored}) + "\n")
+    else:
+        out.print(f"{stored['accepted']} label(s) for {stored['model']} stored as batch {stored['batch']}")
+
+
+@app.command()
 def redact(
     file: Annotated[str, typer.Argument(metavar="[FILE|-]", help="a UTF-8 text file; - or nothing reads stdin")] = "-",
     as_json: Annotated[
@@ -470,6 +576,53 @@ def spec_check(spec: Annotated[Path, typer.Argument(help="pipeline spec (YAML)")
         )
     else:
         out.print(f"{loaded.path}: valid pipeline spec {loaded.spec.name!r} (sha256 {loaded.digest[:12]})")
+
+
+@app.command("alert-rules")
+def alert_rules(
+    spec: Annotated[Path, typer.Argument(help="pipeline spec (YAML)")],
+    out_dir: Annotated[Path, typer.Option("--out", help="folder the three files are written to")] = Path("."),
+    target: Annotated[
+        str | None,
+        typer.Option(
+            "--target", help="HOST:PORT Prometheus scrapes [default: the model's router here, else localhost:8000]"
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Render Prometheus alerting rules, an Alertmanager route and a scrape config for SPEC's model, checked
+    with promtool and amtool where installed: prometheus-rules.yml, alertmanager.yml, prometheus-scrape.yml."""
+    from urllib.parse import urlsplit
+
+    from mlops_supervisor._api import resolve_policy
+    from mlops_supervisor._settings import Settings
+    from mlops_supervisor._workspace import Workspace
+    from mlops_supervisor.tools import load_spec
+    from mlops_supervisor.tools.monitoring import write_alert_files
+    from mlops_supervisor.tools.serving import LocalBackend
+
+    settings = Settings()
+    workspace = Workspace.open(OPTIONS.workspace or settings.workspace, create=False)
+    loaded = load_spec(spec)
+    policy = resolve_policy(workspace, OPTIONS.policy, settings)
+    if target is None:
+        model = loaded.spec.model.name
+        backend = LocalBackend.for_workspace(workspace.root, settings.mlflow_tracking_uri)
+        router = backend.status(model)["router"] if model in backend.models() else None
+        url = urlsplit(router["url"]) if router else None
+        target = f"{url.hostname}:{url.port}" if url and url.hostname and url.port else "localhost:8000"
+    result = write_alert_files(loaded, policy, out_dir, target=target)
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
+    for path in result["files"]:
+        out.print(f"wrote {path}")
+    for name, said in result["checks"].items():
+        out.print(f"{name}: {said}")
+    out.print(
+        f"{result['model']}: alerts to {result['route']} (from the {result['route_source']}); "
+        f"Prometheus scrapes {result['target']}"
+    )
 
 
 @app.command()

@@ -170,6 +170,22 @@ _RULES: tuple[_Rule, ...] = (
         lambda m: {"model": m["model"]},
     ),
     _rule(
+        "quality MODEL",
+        "live quality and bias on labelled predictions against the version's evaluation, with alerts (observability)",
+        rf"quality\s+{_NAME}",
+        "observability",
+        "quality_report",
+        lambda m: {"model": m["model"]},
+    ),
+    _rule(
+        "monitor MODEL",
+        "every check the model's spec watches, alerts routed to its owner, remedies proposed (observability)",
+        rf"monitor\s+{_NAME}",
+        "observability",
+        "monitor_model",
+        lambda m: {"model": m["model"]},
+    ),
+    _rule(
         "status MODEL",
         "versions, weights and health of a model's endpoint (deployment)",
         rf"status\s+{_NAME}",

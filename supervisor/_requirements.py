@@ -31,6 +31,7 @@ from mlops_supervisor._state import STAGES
 from mlops_supervisor.policies import Policy, UsageError
 from mlops_supervisor.policies.errors import describe_validation_error
 from mlops_supervisor.policies.floors import LOSSES
+from mlops_supervisor.policies.policy import check_alert_route
 from mlops_supervisor.tools._spec import (
     CLASSIFICATION_METRICS,
     REGRESSION_METRICS,
@@ -39,7 +40,6 @@ from mlops_supervisor.tools._spec import (
     DataSpec,
     LoadedSpec,
     PipelineSpec,
-    check_alert_route,
 )
 from mlops_supervisor.tools.core._schemas import checked_name
 
@@ -70,7 +70,7 @@ QUESTIONS: dict[str, str] = {
     "approvers": "Who approves production? (names the policy in force lists as approvers, other than you)",
     "serving_target": "Where is the model served? (local; kubernetes and kserve are not served by this version yet)",
     "latency_p95_ms": "What p95 latency must a prediction keep, in milliseconds?",
-    "watch": "What is monitored? (any of latency, errors, drift, bias; comma-separated)",
+    "watch": "What is monitored? (any of latency, errors, drift, quality, bias; comma-separated)",
     "alert": "Where do alerts go? (log, email:ADDRESS, slack:#CHANNEL or webhook:https://HOST/PATH)",
 }
 """Every input a lifecycle request may be asked for, in the order they are asked, with its question."""

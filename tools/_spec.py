@@ -48,8 +48,8 @@ Sensitivity = Literal["public", "internal", "confidential", "restricted"]
 SENSITIVITIES: tuple[Sensitivity, ...] = ("public", "internal", "confidential", "restricted")
 ServingTarget = Literal["local", "kubernetes", "kserve"]
 SERVING_TARGETS: tuple[ServingTarget, ...] = ("local", "kubernetes", "kserve")
-Watchable = Literal["latency", "errors", "drift", "bias"]
-WATCHABLE: tuple[Watchable, ...] = ("latency", "errors", "drift", "bias")
+Watchable = Literal["latency", "errors", "drift", "quality", "bias"]
+WATCHABLE: tuple[Watchable, ...] = ("latency", "errors", "drift", "quality", "bias")
 
 
 class _Strict(BaseModel):
@@ -261,7 +261,8 @@ class MonitoringSpec(_Strict):
     """What is watched once the model serves, and who hears about it; asked for before monitoring when not given."""
 
     watch: tuple[Watchable, ...] = Field(
-        default=(), description="what to watch: any of latency, errors, drift and bias"
+        default=(),
+        description="what to watch: any of latency, errors, drift, quality and bias (all of them when empty)",
     )
     owner: str | None = Field(default=None, min_length=1, description="the person who owns the model in production")
     alert: str | None = Field(

@@ -33,6 +33,7 @@ from mlops_supervisor.tools.core import (
 from mlops_supervisor.tools.monitoring._alerts import runbook
 from mlops_supervisor.tools.monitoring._drift import drift_table, psi
 from mlops_supervisor.tools.monitoring._plots import drift_plot, latency_plot
+from mlops_supervisor.tools.monitoring._quality import quality_report as _quality_report
 from mlops_supervisor.tools.serving import LocalBackend, read_window
 
 __all__ = ["observability_tools"]
@@ -193,7 +194,9 @@ class _Observer:
 
 
 def observability_tools(ctx: ToolContext) -> list[GovernedTool]:
-    """service_metrics and drift_report (both read-only)."""
+    """service_metrics, drift_report, quality_report and monitor_model (read-only for the lifecycle)."""
+    from mlops_supervisor.tools.monitoring._monitor import monitor_model  # it builds on _Observer
+
     observer = _Observer(ctx)
 
     def service_metrics(model: str) -> str:
@@ -201,6 +204,12 @@ def observability_tools(ctx: ToolContext) -> list[GovernedTool]:
 
     def drift_report(model: str) -> str:
         return to_json(observer.drift(model))
+
+    def quality_report(model: str) -> str:
+        return to_json(_quality_report(ctx, model))
+
+    def monitor(model: str) -> str:
+        return to_json(monitor_model(ctx, model, observer=observer))
 
     return [
         GovernedTool.from_function(
@@ -216,6 +225,24 @@ def observability_tools(ctx: ToolContext) -> list[GovernedTool]:
             "data, prediction drift, and alerts with runbooks.",
             ModelArgs,
             drift_report,
+            mutates=False,
+        ),
+        GovernedTool.from_function(
+            "quality_report",
+            "Live quality and bias per version over labelled predictions (feedback): the evaluation's "
+            "metrics against the version's own evaluation, fairness differences per sensitive feature, "
+            "alerts with runbooks.",
+            ModelArgs,
+            quality_report,
+            mutates=False,
+        ),
+        GovernedTool.from_function(
+            "monitor_model",
+            "Run every check the model's spec watches (errors, latency, drift, live quality, bias), route the "
+            "alerts to its on-call owner (deduplicated, retried, audited) and propose remedies; changes nothing "
+            "in the lifecycle.",
+            ModelArgs,
+            monitor,
             mutates=False,
         ),
     ]
