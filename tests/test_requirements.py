@@ -289,7 +289,7 @@ def test_spec_schema_shows_the_new_fields(cli: CliRun) -> None:
     assert enum(defs["ServingSpec"]["properties"]["target"]) == ["local", "kubernetes", "kserve"]
     assert "latency" in defs["ServingSpec"]["properties"]["latency_p95_ms"]["description"]
     watch = defs["MonitoringSpec"]["properties"]["watch"]
-    assert watch["items"]["enum"] == ["latency", "errors", "drift", "bias"]
+    assert watch["items"]["enum"] == ["latency", "errors", "drift", "quality", "bias"]
     assert "slack:#CHANNEL" in defs["MonitoringSpec"]["properties"]["alert"]["description"]
 
 
