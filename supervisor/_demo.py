@@ -5,7 +5,8 @@ On real parts: data, training, evaluation with fairness and registration of
 model server behind a real router once a different, listed person signs the approval its
 first production deploy needs (the requester's own signature refused), held-out rows as
 traffic, its analysis after the analysis window; monitoring with a shifted window that raises a
-drift alert; a second version whose canary server is killed mid-analysis and rolled back
+drift alert; outcomes that arrive later, one group's shifted, and the bias alert the monitor routes
+to the on-call owner's webhook (a receiver on loopback stands in for it); a second version whose canary server is killed mid-analysis and rolled back
 automatically while version 1 keeps serving; a hostile model against the allow-lists; and
 the audit chain that records it all. Servers stop at the end unless ``keep_serving``.
 """
@@ -35,12 +36,13 @@ from mlops_supervisor._settings import default_user
 from mlops_supervisor._workspace import Workspace
 from mlops_supervisor.agents import SPECIALISTS
 from mlops_supervisor.policies import verify_audit_log
-from mlops_supervisor.testing import KeyRing, adversarial_allow_list_script, install_policy
+from mlops_supervisor.testing import KeyRing, WebhookReceiver, adversarial_allow_list_script, install_policy
 from mlops_supervisor.tools import load_spec
 
 __all__ = ["DEMO_APPROVER", "run_demo"]
 
 DEMO_APPROVER = "demo-approver"
+ON_CALL = "ml-oncall"
 EXAMPLE_SPEC = Path(__file__).resolve().parents[1] / "examples" / "adult-income.yaml"
 
 
@@ -135,8 +137,9 @@ def run_demo(
     Whatever happens (an error, Ctrl-C), its servers are stopped unless ``keep_serving``.
     """
     try:
-        with _mlflow_event_prints_off():
-            return _run_demo(workspace, requester=requester, console=console, keep_serving=keep_serving)
+        # the on-call owner's webhook: a receiver on loopback stands in for their Slack or Alertmanager
+        with _mlflow_event_prints_off(), WebhookReceiver() as hook:
+            return _run_demo(workspace, hook, requester=requester, console=console, keep_serving=keep_serving)
     finally:
         if not keep_serving:
             from mlops_supervisor.tools.serving import LocalBackend
@@ -145,7 +148,37 @@ def run_demo(
             LocalBackend.for_workspace(root).down()
 
 
-def _run_demo(workspace: Path, *, requester: str | None, console: Console | None, keep_serving: bool) -> RunResult:
+def _demo_spec(root: Path, hook: WebhookReceiver) -> Path:
+    """The example spec with its data path made absolute and its alerts routed to ``hook`` for ``ON_CALL``."""
+    loaded = load_spec(EXAMPLE_SPEC)
+    doc = yaml.safe_load(loaded.text)
+    doc["data"]["source"] = loaded.resolve_source()
+    doc["monitoring"] = {**doc.get("monitoring", {}), "owner": ON_CALL, "alert": f"webhook:{hook.url}"}
+    path = root / "adult-income.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), "utf-8")
+    return path
+
+
+def _labelled_traffic(root: Path, url: str, rows: int) -> pd.DataFrame:
+    """``rows`` held-out rows sent in requests of ten; each with its request id, row, true class, sex and race."""
+    spec = load_spec(EXAMPLE_SPEC).spec
+    test = pd.read_parquet(next(root.glob("datasets/*/splits/*/test.parquet"))).head(rows).reset_index(drop=True)
+    features = [c for c in test.columns if c not in {spec.data.target, *spec.data.sensitive_features}]
+    ids: list[str] = []
+    with httpx.Client(timeout=30) as client:
+        for start in range(0, len(test), 10):
+            batch = test.iloc[start : start + 10]
+            answer = client.post(
+                f"{url}/invocations", json={"dataframe_records": json.loads(batch[features].to_json(orient="records"))}
+            )
+            answer.raise_for_status()
+            ids += [answer.headers["x-request-id"]] * len(batch)
+    return test.assign(request_id=ids, row=[i % 10 for i in range(len(test))])
+
+
+def _run_demo(
+    workspace: Path, hook: WebhookReceiver, *, requester: str | None, console: Console | None, keep_serving: bool
+) -> RunResult:
     root = Path(workspace).expanduser().absolute() / "demo"
     root.mkdir(parents=True, exist_ok=True)
     requester = requester or default_user()
@@ -191,7 +224,7 @@ def _run_demo(workspace: Path, *, requester: str | None, console: Console | None
         say("[bold]3. Data, training, evaluation and registration of examples/adult-income.yaml[/]")
         model, version, best_run = "adult-income-classifier", 0, ""
         if EXAMPLE_SPEC.exists():
-            trained = sup.run_pipeline(EXAMPLE_SPEC, stop_after="register")
+            trained = sup.run_pipeline(_demo_spec(root, hook), stop_after="register")
             out = _outputs(trained)
             best, evaluation = out.get("train_model"), out.get("evaluate_model")
             check(
@@ -280,7 +313,36 @@ def _run_demo(workspace: Path, *, requester: str | None, console: Console | None
                 else f"drifted: {drift.get('drifted')}",
             )
 
-            say("[bold]6c. Version 2 as a canary; its server is killed mid-analysis[/]")
+            say(
+                f"[bold]6c. Outcomes arrive later: 400 people's true incomes, women's shifted; `monitor` tells {ON_CALL}[/]"
+            )
+            served = _labelled_traffic(root, url, 400)
+            flip = {">50K": "<=50K", "<=50K": ">50K"}
+            labels = served["class"].where(served["sex"] != "Female", served["class"].map(flip))
+            feedback = [
+                {"request_id": r.request_id, "row": int(r.row), "label": label, "sex": r.sex, "race": r.race}
+                for r, label in zip(served.itertuples(), labels, strict=True)
+            ]
+            with httpx.Client(timeout=60) as client:
+                posted = client.post(f"{url}/feedback", json={"feedback": feedback})
+            monitored = _outputs(sup.ask(f"monitor {model}")).get("monitor_model", {})
+            routed = [a for body in hook.received for a in body.get("alerts", [])]
+            bias = [a for a in routed if a["labels"].get("kind") == "bias"]
+            check(
+                f"labels joined to their predictions; a bias alert reached {ON_CALL}'s webhook with its runbook",
+                posted.status_code == 200 and bool(bias) and all(a["labels"]["owner"] == ON_CALL for a in bias),
+                f"{posted.json().get('accepted', posted.text)} labels accepted by POST {url}/feedback; "
+                + (
+                    f"{bias[0]['annotations']['summary']}; delivered to {hook.url} in "
+                    f"{monitored.get('delivery', {}).get('attempts')} attempt(s); rollback: "
+                    f"`{bias[0]['annotations']['rollback']}`; proposed: "
+                    f"{', '.join(p['action'] for p in monitored.get('proposals', [])) or 'nothing'}"
+                    if bias
+                    else f"no bias alert reached the webhook; monitor said {monitored.get('not_checked')}"
+                ),
+            )
+
+            say("[bold]6d. Version 2 as a canary; its server is killed mid-analysis[/]")
             # version 2: the same training run registered again, so it passes its own evaluation
             registered = _outputs(sup.ask(f"register {model} from run {best_run}")).get("register_model", {})
             v2 = int(registered.get("version", 0))
@@ -339,8 +401,8 @@ def _run_demo(workspace: Path, *, requester: str | None, console: Console | None
     report = Report(
         plan="1. help  2. verify audit, show policy  3. data, training, evaluation, registration on Adult  "
         "4. first production deploy of version 1 (held)  5. self-approval  6. signed approval by the demo "
-        "approver  6a. traffic, analysis after its window  6b. shifted traffic, drift alert  6c. faulty canary, "
-        "automatic rollback  7. hostile model  8. audit verify",
+        "approver  6a. traffic, analysis after its window  6b. shifted traffic, drift alert  6c. delayed labels, a "
+        "bias alert routed to the on-call owner  6d. faulty canary, automatic rollback  7. hostile model  8. audit verify",
         design=f"Offline planner; the workspace policy (installed from {policy_path}, signed by "
         f"`{DEMO_APPROVER}`) lists `{requester}` and `{DEMO_APPROVER}` with their Ed25519 keys and names "
         f"`{DEMO_APPROVER}` as the only approver. Signatures: {_signatures(root, held.thread_id)}. "
@@ -350,7 +412,8 @@ def _run_demo(workspace: Path, *, requester: str | None, console: Console | None
         "to its MLflow store, the best was registered, evaluated (report, plots, fairness) and made challenger; "
         "version 1 became champion with all production traffic once its signed approval was verified, and passed "
         "its analysis; "
-        "version 2 was deployed as a canary, failed its analysis and was rolled back.\n\n"
+        "400 of its predictions got their outcomes later, and the monitor routed the bias it found in them to "
+        f"{ON_CALL}'s webhook; version 2 was deployed as a canary, failed its analysis and was rolled back.\n\n"
         + _where_things_are(root, model),
         verification="\n".join(lines),
         rollback=f"`mlops-supervisor --workspace {root} rollback {model}` would restore the last known-good "

@@ -228,6 +228,7 @@ def test_demo_runs_the_data_and_training_stages_and_the_governance_checks(cli: C
         "approval verified; version 1 serves all production traffic and is champion",
         "version 1 served 150 requests, analysis passed",
         "drift alert on age",
+        "labels joined to their predictions; a bias alert reached ml-oncall's webhook with its runbook",
         "faulty canary rolled back automatically; version 1 kept serving",
         "servers stopped",
     ):
