@@ -78,6 +78,8 @@ def register_model(store: Path) -> tuple[str, str, dict[str, float]]:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    from mlops_supervisor.tools.training._runs import trusted_types
+
     warnings.filterwarnings("ignore")
     os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"
     uri = f"sqlite:///{store / 'mlflow.db'}"
@@ -95,7 +97,9 @@ def register_model(store: Path) -> tuple[str, str, dict[str, float]]:
             name="model",
             signature=infer_signature(X, model.predict(X)),
             registered_model_name="bench-model",
-            serialization_format="cloudpickle",
+            # the format the project's models are logged in, which its model server loads (and MLflow's too)
+            serialization_format="skops",
+            skops_trusted_types=trusted_types(model),
         )
     row = {k: float(v) for k, v in X.iloc[0].items()}
     return uri, f"models:/bench-model/{info.registered_model_version}", row
