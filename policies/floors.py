@@ -174,6 +174,7 @@ RULES: dict[str, Rule] = {
     "monitoring.max_error_rate": _at_most,
     "monitoring.max_p99_latency_ms": _at_most,
     "monitoring.min_labelled": _at_most,
+    "monitoring.min_group_labelled": _at_most,
     "monitoring.quality_window_hours": _same,
     "monitoring.max_metric_decay": _at_most,
     "monitoring.fairness": _ceilings,

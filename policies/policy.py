@@ -128,11 +128,23 @@ _ALERT_ROUTE = re.compile(r"^(?:log|(?:email|slack|webhook):\S+)$")
 
 def check_alert_route(route: str) -> str:
     """``route`` when it is one the alerts can take (``log``, ``email:ADDRESS``, ``slack:#CHANNEL``,
-    ``webhook:URL``); ``ValueError`` naming it and the allowed forms otherwise."""
+    ``webhook:URL``, the URL http or https with a host); ``ValueError`` naming it and the allowed forms otherwise."""
+    from urllib.parse import urlsplit
+
+    allowed = "log, email:ADDRESS, slack:#CHANNEL, webhook:https://HOST/PATH"
     if not _ALERT_ROUTE.match(route):
-        raise ValueError(
-            f"alert route {route!r} is not one of: log, email:ADDRESS, slack:#CHANNEL, webhook:https://HOST/PATH"
-        )
+        raise ValueError(f"alert route {route!r} is not one of: {allowed}")
+    kind, _, target = route.partition(":")
+    if kind == "webhook":
+        try:
+            parts = urlsplit(target)
+            parts.port  # noqa: B018 - a port that is not a number, or out of range, raises here
+        except ValueError as exc:
+            raise ValueError(
+                f"alert route {route!r} is not one of: {allowed} (its URL does not parse: {exc})"
+            ) from None
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"alert route {route!r} is not one of: {allowed} (the URL needs http or https and a host)")
     return route
 
 
@@ -161,6 +173,8 @@ class MonitoringRules(_Strict):
     max_p99_latency_ms: float = Field(default=250, gt=0)
     min_labelled: int = Field(default=200, ge=10)
     """Labelled predictions a version needs in the window before its live quality and bias are judged."""
+    min_group_labelled: int = Field(default=30, ge=1)
+    """Labelled predictions a group of a sensitive feature needs before it counts in the live fairness differences."""
     quality_window_hours: float = Field(default=168, gt=0, le=24 * 366)
     """How far back labelled predictions count (by the time of the prediction)."""
     max_metric_decay: float = Field(default=0.05, ge=0, le=1)

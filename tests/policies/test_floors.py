@@ -164,6 +164,12 @@ CASES = [
         "monitoring.min_labelled", 100, 1000, "monitoring.min_labelled: 1000 is looser than the workspace policy's 200"
     ),
     Case(
+        "monitoring.min_group_labelled",
+        10,
+        100,
+        "monitoring.min_group_labelled: 100 is looser than the workspace policy's 30",
+    ),
+    Case(
         "monitoring.quality_window_hours",
         168,
         24,

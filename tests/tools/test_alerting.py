@@ -593,3 +593,209 @@ def test_status_shows_the_outbox(cli: CliRun, workspace: Path) -> None:
     text = cli("status").stdout
     assert "Alert outbox: 2 notification(s)" in text
     assert "no alert route" in text and "the route is log" in text
+
+
+# --- webhook URLs are secrets: shown as scheme and host only -------------------------------------
+
+SLACK_URL = "https://hooks.slack.com/services/T0ABCDEFG/B0HIJKLMN/aBcDeFgHiJkLmNoPqRsTuVwX"
+HOOK_SECRET = "s3cr3t-T0k3n-in-the-path-9f8e7d6c"
+SECRET_PIECES = (
+    HOOK_SECRET,
+    "T0ABCDEFG",
+    "B0HIJKLMN",
+    "aBcDeFgHiJkLmNoPqRsTuVwX",
+    "q-T0k3n",
+    "pw-S3cret",
+    "/services/",
+)
+
+
+def _written(ctx: ToolContext) -> dict[str, str]:
+    files = {
+        "audit": ctx.workspace / "audit.jsonl",
+        "outbox": ctx.workspace / "monitoring" / "outbox.jsonl",
+        "state": alerts_state_path(ctx.workspace),
+    }
+    return {name: path.read_text("utf-8") for name, path in files.items() if path.exists()}
+
+
+def test_a_webhook_or_slack_url_is_never_shown_beyond_its_host(tmp_path: Path, receivers: list[Receiver]) -> None:
+    """A webhook route's path, query and user, and the Slack incoming-webhook URL, reach neither the result, the
+    outbox, the audit log nor the dedup state, whatever happens to the delivery: delivered, failed, refused by
+    the egress allow-list, connection refused. The redactor here knows neither shape: the route is cut to its
+    scheme and host before anything is written, and every reason names the host only."""
+    ctx = _ctx(tmp_path, policy=_policy(tmp_path, {"alert_attempts": 2}), slack_webhook_url=SLACK_URL)
+    ok, failing = _receiver(receivers), _receiver(receivers, [(500, {})] * 2)
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    port = ok.url.split(":")[2].split("/")[0]
+    routes = {
+        "delivered": (f"webhook:{ok.url}/{HOOK_SECRET}?token=q-T0k3n", "delivered"),
+        "failed": (f"webhook:{failing.url}/{HOOK_SECRET}", "failed"),
+        "user": (f"webhook:http://bob:pw-S3cret@127.0.0.1:{port}/hook", "delivered"),
+        "refused": (f"webhook:http://127.0.0.1:{closed}/{HOOK_SECRET}", "failed"),
+        "off-list": (f"webhook:https://hooks.example.com/{HOOK_SECRET}", "failed"),
+        "slack": ("slack:#income-oncall", "failed"),  # hooks.slack.com is not on the egress list
+    }
+    results = {}
+    for i, (name, (route, expected)) in enumerate(routes.items()):
+        model = f"m{i}"
+        alert = alert_from_check(model, {"kind": "latency", "version": 1, "message": "slow"})
+        out = deliver_alerts(ctx, model, Route(owner="alice", route=route), [alert], {"latency"}, now=T0, **FAST)
+        assert out["status"] == expected, (name, out)
+        results[name] = out
+    assert len(ok.seen) == 2 and ok.seen[0]["path"] == f"/hook/{HOOK_SECRET}?token=q-T0k3n"  # sent where asked
+    shown = {name: out["route"] for name, out in results.items()}
+    assert shown == {
+        "delivered": f"webhook:http://127.0.0.1:{port}",
+        "failed": f"webhook:{failing.url.rsplit('/', 1)[0]}",
+        "user": f"webhook:http://127.0.0.1:{port}",
+        "refused": f"webhook:http://127.0.0.1:{closed}",
+        "off-list": "webhook:https://hooks.example.com",
+        "slack": "slack:#income-oncall",
+    }
+    reasons = {e["route"]: e["reason"] for e in outbox_entries(ctx.workspace)}
+    assert reasons["webhook:https://hooks.example.com"] == (
+        "refused a connection to https://hooks.example.com: host 'hooks.example.com' is not on the egress "
+        "allow-list; if it should be reachable, add it to MLOPS_EGRESS_ALLOW"
+    )
+    assert "'hooks.slack.com' is not on the egress allow-list" in reasons["slack:#income-oncall"]
+    assert reasons[f"webhook:http://127.0.0.1:{closed}"].startswith(
+        f"ConnectError posting to http://127.0.0.1:{closed}"
+    )
+    assert [r["route"] for r in _deliveries(ctx)] == list(shown.values())
+    # the Slack webhook on the list, answering 500: the outbox still shows no more than its host
+    slack_ctx = _ctx(tmp_path / "s", slack_webhook_url=SLACK_URL, egress_allow=("hooks.slack.com",))
+    transport = httpx.MockTransport(lambda request: httpx.Response(500))
+    slack = deliver_alerts(
+        slack_ctx,
+        MODEL,
+        Route(route="slack:#income-oncall"),
+        [_bias()],
+        {"bias"},
+        now=T0,
+        transport=transport,
+        **FAST,
+    )
+    assert (slack["status"], slack["attempts"]) == ("failed", 4)
+    for text in [json.dumps(results), json.dumps(slack), *_written(ctx).values(), *_written(slack_ctx).values()]:
+        for piece in SECRET_PIECES:
+            assert piece not in text
+        assert "hooks.slack.com/services" not in text
+
+
+def test_the_presidio_redactor_takes_a_slack_webhook_url_for_a_secret(presidio: Redactor) -> None:
+    """The redactor every workspace uses catches the Slack incoming-webhook URL wherever it is quoted."""
+    text = presidio.redact_text(f"posting to {SLACK_URL} failed")
+    assert "T0ABCDEFG" not in text and "aBcDeFgHiJkLmNoPqRsTuVwX" not in text and "<SECRET>" in text
+
+
+# --- a route that is not a URL ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("route", "why"),
+    [
+        ("webhook:http://[::1", "its URL does not parse"),
+        ("webhook:https://hooks.example.com:99999/x", "its URL does not parse"),
+        ("webhook:ftp://hooks.example.com/x", "the URL needs http or https and a host"),
+        ("webhook:/alerts", "the URL needs http or https and a host"),
+        ("webhook:https://", "the URL needs http or https and a host"),
+    ],
+)
+def test_a_webhook_route_that_is_not_an_http_url_is_refused_where_it_is_written(
+    tmp_path: Path, route: str, why: str
+) -> None:
+    """The spec's monitoring.alert and the policy's routes hold a webhook to an http(s) URL with a host."""
+    from pydantic import ValidationError
+
+    from mlops_supervisor.policies import PolicyFileError
+    from mlops_supervisor.policies.policy import check_alert_route
+
+    with pytest.raises(ValueError, match=r"is not one of: log, email:ADDRESS") as caught:
+        check_alert_route(route)
+    assert repr(route) in str(caught.value) and why in str(caught.value)
+    with pytest.raises(ValidationError, match=why):
+        MonitoringSpec(owner="alice", alert=route)
+    with pytest.raises(PolicyFileError, match=why):
+        _policy(tmp_path, {"routes": {MODEL: {"owner": "alice", "alert": route}}})
+    assert check_alert_route("webhook:http://127.0.0.1:8080/alerts") == "webhook:http://127.0.0.1:8080/alerts"
+
+
+@pytest.mark.parametrize("route", ["webhook:http://[::1", "webhook:http://[::1/x", "webhook:ftp://hooks/x"])
+def test_a_malformed_webhook_that_got_through_goes_to_the_outbox_with_its_reason(tmp_path: Path, route: str) -> None:
+    """A route made without the checks (an old state, a direct call) never escapes delivery: the notification
+    goes to the outbox with the reason, the audit log has its line, and the alert is tried again next time."""
+    ctx = _ctx(tmp_path)
+    out = deliver_alerts(ctx, MODEL, Route(owner="alice", route=route), [_bias()], {"bias"}, now=T0, **FAST)
+    assert (out["status"], out["sent"], out["outbox"]) == ("failed", 0, 1)
+    (entry,) = outbox_entries(ctx.workspace)
+    assert entry["reason"] and entry["fingerprints"] == [_bias().fingerprint]
+    (line,) = _deliveries(ctx)
+    assert line["status"] == "failed" and line["reason"] == entry["reason"]
+    again = deliver_alerts(ctx, MODEL, Route(owner="alice", route=route), [_bias()], {"bias"}, now=T0, **FAST)
+    assert again["status"] == "failed" and again["suppressed"] == 0  # not marked sent: tried again
+
+
+# --- judged piece by piece ----------------------------------------------------------------------
+
+
+def test_only_the_pieces_that_were_judged_resolve(tmp_path: Path, receivers: list[Receiver]) -> None:
+    """With ``judged``, a firing alert resolves only when its own version, feature or metric was judged again:
+    bias by race was not (too few labels with race), latency of version 4 was not (no traffic in the window);
+    they stay firing until a later pass judges them, and resolve then, once."""
+    ctx, r = _ctx(tmp_path), _receiver(receivers)
+
+    def bias(feature: str) -> Alert:
+        return alert_from_check(
+            MODEL, {"kind": "bias", "version": 3, "feature": feature, "metric": "demographic_parity_difference"}
+        )
+
+    def latency(version: int) -> Alert:
+        return alert_from_check(MODEL, {"kind": "latency", "version": version, "message": f"v{version} slow"})
+
+    firing = [bias("sex"), bias("race"), latency(3), latency(4)]
+    deliver_alerts(ctx, MODEL, _webhook(r), firing, {"bias", "latency"}, now=T0, **FAST)
+    asked: list[tuple[str, int | None, str]] = []
+
+    def partly(kind: str, version: int | None, subject: str) -> bool:
+        asked.append((kind, version, subject))
+        return (kind, version, subject) in {
+            ("bias", 3, "sex/demographic_parity_difference"),
+            ("latency", 3, ""),
+        }
+
+    out = deliver_alerts(ctx, MODEL, _webhook(r), [], {"bias", "latency"}, judged=partly, now=T0, **FAST)
+    assert sorted(out["resolved_fingerprints"]) == sorted([bias("sex").fingerprint, latency(3).fingerprint])
+    assert sorted(asked) == sorted(
+        [
+            ("bias", 3, "sex/demographic_parity_difference"),
+            ("bias", 3, "race/demographic_parity_difference"),
+            ("latency", 3, ""),
+            ("latency", 4, ""),
+        ]
+    )
+    state = json.loads(alerts_state_path(ctx.workspace).read_text("utf-8"))["alerts"]
+    assert {fp: e["status"] for fp, e in state.items()} == {
+        bias("sex").fingerprint: "resolved",
+        bias("race").fingerprint: "firing",
+        latency(3).fingerprint: "resolved",
+        latency(4).fingerprint: "firing",
+    }
+    # judged, the rest resolve, once; what resolved already is not sent again
+    everything = deliver_alerts(
+        ctx, MODEL, _webhook(r), [], set(), judged=lambda *_: True, now=T0 + timedelta(minutes=1), **FAST
+    )
+    assert sorted(everything["resolved_fingerprints"]) == sorted([bias("race").fingerprint, latency(4).fingerprint])
+    quiet = deliver_alerts(
+        ctx, MODEL, _webhook(r), [], set(), judged=lambda *_: True, now=T0 + timedelta(minutes=2), **FAST
+    )
+    assert quiet["status"] == "nothing" and len(r.seen) == 3
+    assert [[a["status"] for a in b["alerts"]] for b in r.bodies()] == [
+        ["firing"] * 4,
+        ["resolved"] * 2,
+        ["resolved"] * 2,
+    ]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import json
 import os
 import re
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,11 +18,14 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+import uvloop
 
 from mlops_supervisor import Supervisor
-from mlops_supervisor.policies import AuditLog, InvalidInputError
+from mlops_supervisor.policies import AuditLog, InvalidInputError, PatternRedactor, load_policy
 from mlops_supervisor.policies.pii import PresidioRedactor
+from mlops_supervisor.policies.policy import ApprovalSettings, Policy, ToolRules
 from mlops_supervisor.testing import KeyRing, install_policy
+from mlops_supervisor.tools._spec import load_spec
 from mlops_supervisor.tools.core import load_sklearn_model, using_store
 from mlops_supervisor.tools.serving import (
     LocalBackend,
@@ -30,6 +37,7 @@ from mlops_supervisor.tools.serving import (
 from mlops_supervisor.tools.serving._feedback import MAX_GROUPS, feedback_contract, load_feedback_file
 from mlops_supervisor.tools.serving._model_server import _with_probabilities
 from mlops_supervisor.tools.serving._predictions import PredictionLog, answer_lines, prediction_lines
+from mlops_supervisor.tools.serving._router import Router, start_router
 from tests.conftest import CLI
 from tests.test_pipeline import _adult_slice, small_spec
 
@@ -219,6 +227,186 @@ def test_regression_labels_must_be_numbers_and_are_stored_as_floats(tmp_path: Pa
     assert stored["label"].dtype == "float64" and stored["label"].tolist() == [1.5, 2.0, 3.0]
 
 
+def test_a_refusal_quotes_no_label_of_rows_that_matched_no_prediction(tmp_path: Path) -> None:
+    """A file whose rows name no logged prediction is not read back: its labels are named by row, never quoted."""
+    home = tmp_path / "serving" / MODEL
+    _contract(home, task="regression", require=False)
+    _log(home, [(f"{0:032x}", 1, [2.5], None)])
+    other = pd.DataFrame({"request_id": [f"{i:032x}" for i in range(1, 4)], "price": ["root:x:0:0", "2", "s3cr3t"]})
+    with pytest.raises(InvalidInputError) as refused:
+        ingest_feedback(home, other, redactor=PresidioRedactor())
+    message = str(refused.value)
+    assert "rows 1, 3: label is not a number, and this model is a regressor" in message
+    assert "root:x" not in message and "s3cr3t" not in message
+    assert "rows 1, 2, 3: request_id and row name no prediction" in message
+
+
+def test_labels_are_taken_for_predictions_within_the_label_window_only(tmp_path: Path) -> None:
+    """A prediction older than the window (or in a segment last written before it) is refused naming the window."""
+    home = tmp_path / "serving" / MODEL
+    _contract(home, task="regression", require=False)
+    log = PredictionLog(home / "predictions")
+    now = time.time()
+    log.append(prediction_lines(f"{1:032x}", 1, now - 400 * 3600, [1.0]))  # older than 2 x 168 h
+    log.append(prediction_lines(f"{2:032x}", 1, now - 300 * 3600, [1.0]))
+    log.close()
+    stale = PredictionLog(home / "predictions")  # a segment written 20 days ago, not read at all
+    stale._roll()
+    assert stale.path is not None
+    stale.append(prediction_lines(f"{3:032x}", 1, now, [1.0]))
+    stale.close()
+    os.utime(stale.path, (now - 480 * 3600, now - 480 * 3600))
+    labels = pd.DataFrame({"request_id": [f"{i:032x}" for i in (1, 2, 3)], "price": ["1", "2", "3"]})
+    with pytest.raises(InvalidInputError) as refused:
+        ingest_feedback(home, labels, redactor=PresidioRedactor(), label_window_hours=336)
+    message = str(refused.value)
+    assert re.search(
+        r"rows 1, 3: request_id and row name no prediction in the prediction log of 'small-model' made since "
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00 \(labels are taken only for predictions of the last "
+        r"336 h\)",
+        message,
+    ), message
+    assert "row 2:" not in message
+    stored = ingest_feedback(home, labels.iloc[[1]], redactor=PresidioRedactor(), label_window_hours=336)
+    assert stored["accepted"] == 1
+    everything = ingest_feedback(home, labels.iloc[[0, 2]], redactor=PresidioRedactor())  # no window: the whole log
+    assert everything["accepted"] == 2
+
+
+@pytest.mark.parametrize(("watch", "required"), [([], True), (["bias"], True), (["drift", "quality"], False)])
+def test_sensitive_attributes_are_required_when_the_spec_watches_bias(
+    tmp_path: Path, watch: list[str], required: bool
+) -> None:
+    """As monitor_model reads the spec: an empty watch is everything, so bias is watched and attributes required."""
+    spec = load_spec(small_spec(tmp_path, data__sensitive_features=["sex"], monitoring={"watch": watch})).spec
+    tags = {"mlops.task": "classification", "mlops.target": "class", "mlops.target.classes": json.dumps(CLASSES)}
+    contract = feedback_contract(MODEL, 1, tags, spec)
+    assert (contract["sensitive_features"], contract["require_sensitive"]) == (["sex"], required)
+    unnamed = load_spec(small_spec(tmp_path, data__sensitive_features=[], monitoring={"watch": watch})).spec
+    assert feedback_contract(MODEL, 1, tags, unnamed)["require_sensitive"] is False
+
+
+# --- the router's POST /feedback on files alone: the policy, every outcome audited, a clean close -----
+
+
+class _Feedback:
+    """A router on loopback for a model home with a contract and a prediction log of two requests."""
+
+    def __init__(self, root: Path, policy: Policy | None) -> None:
+        self.ws = root / "ws"
+        self.home = self.ws / "serving" / MODEL
+        self.home.mkdir(parents=True)
+        tags = {"mlops.task": "regression", "mlops.target": "price"}
+        contract = feedback_contract(MODEL, 1, tags, None, policy=policy)
+        (self.home / "feedback.json").write_text(json.dumps(contract), "utf-8")
+        self.ids = [f"{i:032x}" for i in range(4)]
+        log = PredictionLog(self.home / "predictions")
+        for request_id in self.ids:  # made now: within the label window
+            log.append(prediction_lines(request_id, 1, time.time(), [2.5]))
+        log.close()
+        (self.home / "routes.json").write_text(json.dumps({"versions": {}}), "utf-8")
+        self.router = Router(
+            self.home / "routes.json", samples_path=self.home / "samples.jsonl", redactor=PatternRedactor()
+        )
+        self.loop = uvloop.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server = asyncio.run_coroutine_threadsafe(start_router(self.router), self.loop).result(10)
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/feedback"
+
+    def post(self, *ids: str) -> httpx.Response:
+        body = {"feedback": [{"request_id": i, "label": 1.5} for i in ids]}
+        return httpx.post(self.url, json=body, timeout=30)
+
+    def audit(self) -> list[dict[str, Any]]:
+        return [r for r in AuditLog(self.ws / "audit.jsonl").records() if r["event"] == "feedback"]
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.server.close)
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0), self.loop).result(10)
+        self.router.close()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.mark.parametrize(
+    ("policy", "said"),
+    [
+        (Policy(tools=ToolRules(denied=("record_feedback",))), "the policy denies record_feedback (tools.denied)"),
+        (
+            Policy(approval=ApprovalSettings(required_for=("record_feedback",))),
+            "the policy holds record_feedback for an approval (approval.required_for)",
+        ),
+        (None, "its feedback contract does not say whether the policy lets the router take labels"),
+    ],
+)
+def test_post_feedback_is_refused_when_the_policy_at_deploy_does_not_allow_it(
+    tmp_path: Path, policy: Policy | None, said: str
+) -> None:
+    """403 naming the policy; nothing stored; an audit line with outcome refused."""
+    served = _Feedback(tmp_path, policy)
+    try:
+        answer = served.post(served.ids[0])
+    finally:
+        served.stop()
+    assert answer.status_code == 403 and said in answer.json()["error"], answer.text
+    assert answer.json()["error"].startswith(f"POST /feedback is refused for {MODEL!r}")
+    if policy is not None:
+        assert "(policy built-in default, as in force at the model's last deploy)" in answer.json()["error"]
+    assert not (served.home / "feedback").exists()
+    assert [(r["outcome"], r["origin"]) for r in served.audit()] == [("refused", "router")]
+
+
+def test_every_post_feedback_outcome_is_audited(tmp_path: Path) -> None:
+    """ok (200), invalid_input (400) and error (500: the store cannot be written) each leave one audit line."""
+    served = _Feedback(tmp_path, load_policy(None))
+    try:
+        ok = served.post(served.ids[0])
+        invalid = served.post("0" * 32)
+        (served.home / "feedback").rename(served.home / "feedback-moved")
+        (served.home / "feedback").write_text("not a folder", "utf-8")
+        failed = served.post(served.ids[1])
+    finally:
+        served.stop()
+    assert (ok.status_code, invalid.status_code, failed.status_code) == (200, 400, 500), (ok.text, failed.text)
+    assert failed.json()["error"].startswith("feedback not stored: ")
+    lines = served.audit()
+    assert [r["outcome"] for r in lines] == ["ok", "invalid_input", "error"]
+    assert lines[0]["batch"] == ok.json()["batch"] and lines[2]["message"] == failed.json()["error"]
+
+
+def test_closing_the_router_waits_for_a_batch_being_stored_and_audits_it(tmp_path: Path) -> None:
+    """A batch waiting on the feedback lock when the router closes is stored and audited before the audit log shuts."""
+    served = _Feedback(tmp_path, load_policy(None))
+    assert served.post(served.ids[0]).status_code == 200  # the audit log is open from here on
+    lock = os.open(served.home / ".feedback.lock", os.O_RDWR)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # as another process storing a batch would
+    answers: list[httpx.Response | Exception] = []
+
+    def post() -> None:
+        try:
+            answers.append(served.post(served.ids[1]))
+        except httpx.HTTPError as exc:
+            answers.append(exc)
+
+    poster = threading.Thread(target=post)
+    poster.start()
+    deadline = time.monotonic() + 10
+    while not any(c.busy for c in list(served.router.callers)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # handed to a worker thread, the batch now waits on the lock there
+    closer = threading.Thread(target=served.stop)
+    closer.start()
+    closer.join(1.0)
+    waited = closer.is_alive()
+    os.close(lock)  # releases it
+    closer.join(10)
+    poster.join(10)
+    assert waited, "close returned while a feedback batch was still being stored"
+    assert [r["outcome"] for r in served.audit()] == ["ok", "ok"]
+    assert len(read_feedback(served.home)) == 2
+
+
 # --- a real deployment ------------------------------------------------------------------------
 
 
@@ -291,7 +479,9 @@ def _audit(ws: Path) -> list[dict[str, Any]]:
 
 
 def test_the_deploy_writes_the_feedback_contract(served: dict[str, Any]) -> None:
-    """feedback.json names the task, target, version 1's classes and the required sensitive attribute."""
+    """feedback.json names the task, target, version 1's classes, the required sensitive attribute, and the
+    workspace policy (by its file and digest) letting the router take labels of the last two quality windows."""
+    policy = load_policy(served["ws"] / "policy.yaml")
     assert read_feedback_contract(served["home"]) == {
         "model": MODEL,
         "task": "classification",
@@ -299,6 +489,12 @@ def test_the_deploy_writes_the_feedback_contract(served: dict[str, Any]) -> None
         "versions": {"1": {"classes": CLASSES}},
         "sensitive_features": ["sex"],
         "require_sensitive": True,
+        "post_feedback": {
+            "allowed": True,
+            "reason": "the policy allows record_feedback",
+            "policy": f"{policy.source} (digest {policy.digest[:12]})",
+            "label_window_hours": 336.0,
+        },
     }
 
 

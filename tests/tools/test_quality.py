@@ -332,6 +332,118 @@ def test_one_groups_shifted_outcomes_raise_a_bias_and_a_quality_decay_alert(tmp_
     assert quality_plot(tmp_path / "reports", MODEL, {"1": {"labelled": 3, "judged": False}}) is None
 
 
+def test_a_three_class_model_with_two_classes_labelled_is_judged_as_three_classes(tmp_path: Path) -> None:
+    """Labels only of classes a and c in the window: fairness is the multiclass kind (no equalized odds), no crash."""
+    rng = np.random.default_rng(12)
+    n, classes = 400, ["a", "b", "c"]
+    y = rng.choice([0, 2], n)
+    sex = rng.choice(["Female", "Male"], n)
+    pred = np.where(rng.random(n) < np.where(sex == "Female", 0.5, 0.1), 1, y)  # women predicted "b" more often
+    traffic = pd.DataFrame(
+        {
+            "request_id": _ids(rng, n),
+            "row": 0,
+            "ts": NOW.timestamp(),
+            "version": 1,
+            "prediction": pred,
+            "label": [classes[i] for i in y],
+            "attr.sex": sex,
+        }
+    )
+    _serve(tmp_path / "m", traffic)
+    joined = labelled_predictions(tmp_path / "m", since=None, classes={1: classes})
+    result = assess_version(MODEL, 1, joined, classes=classes, evaluation={}, features=["sex"], rules=RULES)
+    fairness = result["fairness"]["sex"]
+    assert fairness["judged"] and list(fairness["checks"]) == ["demographic_parity_difference"]
+    rates = {g: float((pred[sex == g] == 1).mean()) for g in ("Female", "Male")}
+    difference = abs(rates["Female"] - rates["Male"])
+    assert fairness["checks"]["demographic_parity_difference"]["value"] == pytest.approx(difference, abs=1e-6)
+    assert difference > 0.25 and [(a["kind"], a["feature"]) for a in result["alerts"] if a["kind"] == "bias"] == [
+        ("bias", "sex")
+    ]
+    assert result["metrics"]["f1"]["live"] == pytest.approx(m.f1_score(y, pred, average="macro"), abs=1e-6)
+
+
+def test_a_group_with_too_few_labels_is_left_out_of_fairness_and_named(tmp_path: Path) -> None:
+    """One labelled row of a made-up group beside 399 others decides nothing: it is named, not judged, no alert."""
+    traffic = binary_traffic(400, seed=13).assign(**{"attr.sex": "Male"})
+    traffic.loc[0, ["attr.sex", "prediction"]] = ["Zz", 1]
+    joined = _joined(tmp_path, traffic)
+    result = assess_version(MODEL, 1, joined, classes=CLASSES, evaluation={}, features=["sex"], rules=RULES)
+    assert result["fairness"]["sex"] == {
+        "labelled": 400,
+        "judged": False,
+        "reason": "fewer than two groups of 'sex' have 30 labelled predictions",
+        "not_judged": ["group 'Zz' has 1 labelled, fewer than 30"],
+    }
+    assert [a for a in result["alerts"] if a["kind"] == "bias"] == []
+    # counted, the one row is a group whose every prediction is positive: the bias alert it would have caused
+    counted = assess_version(
+        MODEL,
+        1,
+        joined,
+        classes=CLASSES,
+        evaluation={},
+        features=["sex"],
+        rules=RULES.model_copy(update={"min_group_labelled": 1}),
+    )
+    assert counted["fairness"]["sex"]["checks"]["demographic_parity_difference"]["value"] > 0.25
+    assert ("bias", "demographic_parity_difference") in {(a["kind"], a["metric"]) for a in counted["alerts"]}
+
+
+def test_the_differences_are_those_of_the_groups_with_enough_labels(tmp_path: Path) -> None:
+    """Women and men (about 200 each) judged; five rows of a third group are named and left out of the numbers."""
+    traffic = binary_traffic(410, seed=14)
+    traffic.loc[:4, ["attr.sex", "prediction"]] = ["Other", 1]
+    joined = _joined(tmp_path, traffic)
+    sex = joined["attr.sex"]
+    result = assess_version(MODEL, 1, joined, classes=CLASSES, evaluation={}, features=["sex"], rules=RULES)
+    fairness = result["fairness"]["sex"]
+    assert fairness["judged"] and fairness["labelled"] == 410
+    assert fairness["not_judged"] == ["group 'Other' has 5 labelled, fewer than 30"]
+    assert [g["group"] for g in fairness["by_group"]] == ["Female", "Male"]
+    two = sex != "Other"
+    alone = group_fairness(
+        joined["label_index"][two].to_numpy(),
+        joined["prediction"][two].to_numpy(),
+        sex[two],
+        RULES.fairness,
+        binary=True,
+    )
+    assert fairness["checks"] == alone["checks"]
+    five = RULES.model_copy(update={"min_group_labelled": 5})
+    every = assess_version(MODEL, 1, joined, classes=CLASSES, evaluation={}, features=["sex"], rules=five)
+    assert [g["group"] for g in every["fairness"]["sex"]["by_group"]] == ["Female", "Male", "Other"]
+    assert "not_judged" not in every["fairness"]["sex"]
+
+
+def test_a_version_keeps_its_probabilities_beside_a_version_with_more_classes(tmp_path: Path) -> None:
+    """Two-class version 1 and three-class version 2 in one window: version 1's ROC AUC and calibration still count."""
+    one = binary_traffic(300, seed=15)
+    rng = np.random.default_rng(15)
+    proba = rng.dirichlet([1, 1, 1], 50)
+    two = pd.DataFrame(
+        {
+            "request_id": _ids(rng, 50),
+            "row": 0,
+            "ts": NOW.timestamp() - 60,
+            "version": 2,
+            "prediction": proba.argmax(axis=1),
+            "proba": proba.tolist(),
+            "label": "b",
+            "attr.sex": "Male",
+        }
+    )
+    _serve(tmp_path / "m", pd.concat([one, two], ignore_index=True))
+    joined = labelled_predictions(tmp_path / "m", since=None, classes={1: CLASSES, 2: ["a", "b", "c"]})
+    assert "proba_2" in joined.columns  # version 1's rows have no third probability
+    rows = joined[joined["version"] == 1]
+    live = live_metrics(rows, classification=True, n_classes=2)
+    y, p = rows["label_index"].to_numpy(), rows["proba_1"].to_numpy()
+    assert live["roc_auc"] == pytest.approx(m.roc_auc_score(y, p), abs=1e-6)
+    assert live["brier_score"] == pytest.approx(m.brier_score_loss(y, p), abs=1e-6)
+
+
 # -- canary analysis with labels ------------------------------------------------------------------
 
 

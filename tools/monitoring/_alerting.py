@@ -8,13 +8,15 @@ the policy's ``default_route``.
 
 ``deliver_alerts`` sends one notification per model per call: the alerts that are new or
 firing again after ``repeat_interval_minutes``, and, once, the ones that were firing and no
-longer are (only for kinds that were checked this time: a check that could not run resolves
-nothing). A ``webhook:`` route gets the Alertmanager webhook payload, a ``slack:`` route a
+longer are (only for kinds that were checked this time, and, where the caller says, only for the
+version, feature or metric that was judged: a check that could not run resolves nothing). A
+``webhook:`` route gets the Alertmanager webhook payload, a ``slack:`` route a
 Slack incoming-webhook payload; every URL is held to the egress allow-list, with retries and
 backoff on connection errors, timeouts, 429 and 5xx (honouring ``Retry-After``, capped). What
 cannot be delivered, and what has nowhere else to go (``log``, ``email:``, no route), is
 appended to the workspace's outbox ``monitoring/outbox.jsonl``, which ``status`` shows. Every
-outcome is an ``alert_delivery`` audit line. Everything sent or written passes the redactor.
+outcome is an ``alert_delivery`` audit line. Everything sent or written passes the redactor, and
+a webhook's URL is shown and stored as its scheme and host only (its path is often its secret).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
@@ -51,6 +54,7 @@ __all__ = [
     "outbox_entries",
     "outbox_path",
     "resolve_route",
+    "shown_route",
 ]
 
 AlertKind = Literal["error_rate", "latency", "data_drift", "prediction_drift", "quality_decay", "bias"]
@@ -434,10 +438,14 @@ def _post(
         wait = min(base_delay * 2 ** (attempt - 1), _MAX_BACKOFF)
         try:
             response = client.post(url, json=payload)
-        except EgressDeniedError as exc:
-            return _Outcome(attempts=outcome.attempts, reason=str(exc))
+        except EgressDeniedError:  # its message holds the whole URL, and a webhook's path is often its secret
+            return _Outcome(attempts=outcome.attempts, reason=_refusal(url))
+        except httpx.UnsupportedProtocol as exc:
+            return _Outcome(attempts=attempt, reason=_failure(exc, url))
         except httpx.TransportError as exc:  # connection refused or reset, timeouts
-            outcome = _Outcome(attempts=attempt, reason=f"{type(exc).__name__}: {exc}".rstrip(": "))
+            outcome = _Outcome(attempts=attempt, reason=_failure(exc, url))
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:  # a URL httpx cannot take: no use retrying
+            return _Outcome(attempts=attempt, reason=_failure(exc, url))
         else:
             outcome = _Outcome(attempts=attempt, http_status=response.status_code)
             if response.is_success:
@@ -452,6 +460,55 @@ def _post(
             sleep(wait)
     outcome.reason = f"{outcome.reason} (after {outcome.attempts} attempt(s))"
     return outcome
+
+
+def _origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``: never its user, path or query, where a webhook keeps its secret."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return "(a URL that does not parse)"
+    if not parts.scheme or not parts.hostname:
+        return "(a URL without a scheme and host)"
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme.lower()}://{host}" + (f":{port}" if port is not None else "")
+
+
+def shown_route(route: str | None) -> str | None:
+    """``route`` as it may be shown or stored: a ``webhook:`` URL cut to its scheme and host; the rest as is."""
+    if route is None:
+        return None
+    kind, sep, target = route.partition(":")
+    return f"webhook:{_origin(target)}" if kind == "webhook" and sep else route
+
+
+def _refusal(url: str) -> str:
+    """Why the egress allow-list refused ``url``, naming its host only."""
+    try:
+        parts = urlsplit(url.strip())
+        host, scheme = parts.hostname, parts.scheme.lower()
+    except ValueError:
+        return f"refused a connection to {_origin(url)}: not a URL"
+    if scheme not in ("http", "https") or not host:
+        return f"refused a connection to {_origin(url)}: only http(s) URLs with a host are reachable"
+    return (
+        f"refused a connection to {_origin(url)}: host {host!r} is not on the egress allow-list; if it should be "
+        "reachable, add it to MLOPS_EGRESS_ALLOW"
+    )
+
+
+def _failure(exc: BaseException, url: str) -> str:
+    """``exc`` as a reason naming the URL's origin only: wherever the message quotes the URL, its path,
+    query or user, they are cut out."""
+    text = str(exc).replace(url.strip(), _origin(url))
+    after = url.strip().partition("://")[2] or url.strip()
+    cut = min([i for i in (after.find(c) for c in "/?#") if i >= 0], default=len(after))
+    netloc, rest = after[:cut], after[cut:]
+    for piece in sorted({after, rest, netloc.rpartition("@")[0]}, key=len, reverse=True):
+        if len(piece) > 1:
+            text = text.replace(piece, "…")
+    return f"{type(exc).__name__} posting to {_origin(url)}" + (f": {text}" if text else "")
 
 
 def _destination(ctx: ToolContext, route: str | None) -> tuple[str, str | None, str | None]:
@@ -489,6 +546,7 @@ def deliver_alerts(
     firing: list[Alert],
     checked: set[str],
     *,
+    judged: Callable[[str, int | None, str], bool] | None = None,
     now: datetime | None = None,
     transport: httpx.BaseTransport | None = None,
     base_delay: float = 1.0,
@@ -498,8 +556,11 @@ def deliver_alerts(
 ) -> dict[str, Any]:
     """Send ``model``'s alerts that need sending to ``route``, as one notification; returns what happened.
 
-    ``firing`` are the alerts the checks raised now; ``checked`` the kinds that were evaluated
-    (an alert that was firing resolves only when its kind was checked). New alerts, and alerts
+    ``firing`` are the alerts the checks raised now; ``checked`` the kinds that were evaluated: an
+    alert that was firing and is not in ``firing`` resolves only when its kind was checked (a check
+    that could not run resolves nothing). Where a kind is judged piece by piece (per version, feature
+    or metric), ``judged(kind, version, subject)`` says instead whether that alert's own piece was
+    judged this time; given, it alone decides what resolves. New alerts, and alerts
     last sent ``repeat_interval_minutes`` ago or more, are sent; the rest are suppressed. After
     ``policy.monitoring.alert_attempts`` failed tries the notification goes to the outbox and the
     alerts are not marked sent, so the next call tries again. Routes with nowhere else to go
@@ -508,7 +569,8 @@ def deliver_alerts(
     Returns ``{status, sent, resolved, suppressed, outbox, attempts, http_status, route, owner,
     reason, fingerprints, resolved_fingerprints}``: ``status`` is ``delivered``, ``failed`` (to the
     outbox after a failure or a refusal), ``outbox`` (the route's destination is the outbox) or
-    ``nothing`` (nothing to send); the counts are alerts.
+    ``nothing`` (nothing to send); the counts are alerts. ``route`` is shown as ``shown_route`` does
+    (a webhook's scheme and host only), here and in the outbox and the audit log.
     """
     foreign = sorted({a.model for a in firing if a.model != model})
     if foreign:
@@ -520,7 +582,7 @@ def deliver_alerts(
     rules = ctx.policy.monitoring
     repeat = timedelta(minutes=rules.repeat_interval_minutes)
     redact: Callable[[Any], Any] = lambda value: redact_value(ctx.redactor, value)  # noqa: E731
-    shown_route = redact(route.route) if route.route is not None else None
+    route_shown = redact(shown_route(route.route)) if route.route is not None else None
     current = {a.fingerprint: a for a in firing}
 
     with model_lock(ctx.workspace, f"alerts:{model}"):  # two monitors never send the same alert twice
@@ -542,7 +604,7 @@ def deliver_alerts(
         for fp, entry in state.items():
             if entry.get("model") != model or entry.get("status") != "firing" or fp in current:
                 continue
-            if entry.get("kind") not in checked:
+            if not (_was_judged(judged, entry) if judged is not None else entry.get("kind") in checked):
                 continue
             if entry.get("last_sent") is None:
                 quietly.append(fp)
@@ -562,7 +624,7 @@ def deliver_alerts(
             "outbox": 0,
             "attempts": 0,
             "http_status": None,
-            "route": shown_route,
+            "route": route_shown,
             "owner": redact(route.owner),
             "reason": None,
             "fingerprints": [fp for fp, _, _ in to_send],
@@ -614,6 +676,13 @@ def deliver_alerts(
     if delivered:
         result["sent"], result["resolved"] = len(to_send), len(resolving)
     return result
+
+
+def _was_judged(judged: Callable[[str, int | None, str], bool], entry: dict[str, Any]) -> bool:
+    """Whether ``judged`` says the stored alert ``entry``'s own piece (version, subject) was judged this time."""
+    raw = entry.get("version")
+    version = int(raw) if isinstance(raw, int | str) and str(raw).isdigit() else None
+    return bool(judged(str(entry.get("kind")), version, str(entry.get("subject") or "")))
 
 
 def _notify(
@@ -673,7 +742,7 @@ def _notify(
                 "ts": _stamp(now),
                 "model": model,
                 "owner": route.owner,
-                "route": route.route,
+                "route": shown_route(route.route),
                 "status": status,
                 "reason": reason,
                 "attempts": outcome.attempts,
@@ -692,7 +761,7 @@ def _notify(
         **redact(
             {
                 "model": model,
-                "route": route.route,
+                "route": shown_route(route.route),
                 "owner": route.owner,
                 "status": status,
                 "attempts": outcome.attempts,

@@ -1,7 +1,13 @@
-"""The observability plots, for people who would rather look than read: latency per version and drift."""
+"""The observability plots, for people who would rather look than read: latency per version, drift, live quality.
+
+Each plot is a new PNG named by its kind and the second it was drawn (``drift-1764627000.png``) under
+``<workspace>/reports/<model>/``; a monitor on a schedule draws them every run, so only the newest
+``KEEP_PLOTS`` of each kind are kept.
+"""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -11,7 +17,42 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-__all__ = ["DriftState", "draw_drift", "drift_plot", "drift_states", "drift_styles", "latency_plot", "quality_plot"]
+__all__ = [
+    "KEEP_PLOTS",
+    "DriftState",
+    "draw_drift",
+    "drift_plot",
+    "drift_states",
+    "drift_styles",
+    "latency_plot",
+    "prune_plots",
+    "quality_plot",
+]
+
+KEEP_PLOTS = 20
+"""PNGs of each kind (drift, latency, quality) kept per model; older ones are deleted when a new one is drawn."""
+
+
+def prune_plots(reports: Path, kind: str, keep: int = KEEP_PLOTS) -> list[Path]:
+    """Delete all but the newest ``keep`` ``<kind>-<seconds>.png`` under ``reports``; the paths deleted.
+
+    Newest is by the time in the name (the file's modification time breaks a tie); other files are left alone.
+    """
+    pattern = re.compile(rf"{re.escape(kind)}-(\d+)\.png")
+    found: list[tuple[int, float, Path]] = []
+    for path in reports.glob(f"{kind}-*.png"):
+        match = pattern.fullmatch(path.name)
+        if match is None:
+            continue
+        try:
+            found.append((int(match.group(1)), path.stat().st_mtime, path))
+        except FileNotFoundError:
+            continue  # another monitor pruned it meanwhile
+    found.sort(reverse=True)
+    old = [path for _, _, path in found[keep:]]
+    for path in old:
+        path.unlink(missing_ok=True)
+    return old
 
 
 def latency_plot(reports: Path, model: str, window: dict[str, Any]) -> Path | None:
@@ -26,6 +67,7 @@ def latency_plot(reports: Path, model: str, window: dict[str, Any]) -> Path | No
             ax.plot([b * 1000 for b, _ in ordered], [c / total for _, c in ordered], marker="o", label=f"v{version}")
         ax.set(xscale="log", xlabel="latency (ms)", ylabel="share of requests at or below", title=f"{model} latency")
         ax.legend()
+    prune_plots(reports, "latency")
     return path
 
 
@@ -68,6 +110,7 @@ def drift_plot(reports: Path, model: str, table: dict[str, Any], threshold: floa
     path = reports / f"drift-{int(time.time())}.png"
     with _png(path, (9, 4.5)) as ax:
         draw_drift(ax, model, table, states, threshold, p_value)
+    prune_plots(reports, "drift")
     return path
 
 
@@ -119,6 +162,7 @@ def quality_plot(reports: Path, model: str, versions: Mapping[str, Mapping[str, 
             ax, groups_ax = figure.subplots(1, 2)
             _draw_groups(groups_ax, busiest, fair)
         _draw_metrics(ax, model, judged)
+    prune_plots(reports, "quality")
     return path
 
 

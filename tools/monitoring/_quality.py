@@ -112,9 +112,17 @@ def join_feedback(
 # -- judging ------------------------------------------------------------------------------------
 
 
-def _proba(frame: pd.DataFrame) -> np.ndarray | None:
-    """The rows' class probabilities (one column per class), or None when some row has none."""
+def _proba(frame: pd.DataFrame, n_classes: int | None = None) -> np.ndarray | None:
+    """The rows' class probabilities (one column per class), or None when some row has none.
+
+    Only the first ``n_classes`` columns are read when it is given: in a window where versions
+    with more classes served too, the log has more columns than this version's rows fill.
+    """
     columns = sorted((c for c in frame.columns if c.startswith("proba_")), key=lambda c: int(c.split("_")[1]))
+    if n_classes is not None:
+        columns = columns[:n_classes]
+        if len(columns) < n_classes:
+            return None
     if not columns:
         return None
     matrix = frame[columns].to_numpy(dtype="float64")
@@ -140,7 +148,7 @@ def live_metrics(frame: pd.DataFrame, *, classification: bool, n_classes: int | 
         }
     y = frame["label_index"].to_numpy(np.int64)
     pred = frame["prediction"].to_numpy(np.int64)
-    proba = _proba(frame)
+    proba = _proba(frame, n_classes)
     if n_classes is None:
         n_classes = proba.shape[1] if proba is not None else int(max(y.max(), pred.max())) + 1
     binary = n_classes <= 2
@@ -193,35 +201,65 @@ def live_fairness(
     limits: Mapping[str, float],
     *,
     min_labelled: int,
+    min_group_labelled: int = 1,
     n_classes: int | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Per sensitive feature: fairlearn's differences against ``limits``, with the per-group rates and counts.
 
     Only rows whose feedback gave the feature count; a feature with fewer than ``min_labelled`` of
-    them is not judged (``judged`` False, ``labelled`` says how many). The numbers are those of the
-    evaluation's ``assess_fairness`` on the same rows (see ``group_fairness``); equalized odds needs
-    two classes.
+    them is not judged (``judged`` False, ``labelled`` says how many, ``reason`` why). A group with
+    fewer than ``min_group_labelled`` labelled rows is left out of the differences and named in
+    ``not_judged`` (one labelled row of a made-up group would otherwise decide them); a feature
+    left with fewer than two groups is not judged. The numbers are those of the evaluation's
+    ``assess_fairness`` on the same rows (see ``group_fairness``). ``n_classes`` is the model's
+    number of classes (equalized odds needs two); without it, the largest class index seen says it.
     """
     out: dict[str, dict[str, Any]] = {}
     y = frame["label_index"].to_numpy(np.int64)
     pred = frame["prediction"].to_numpy(np.int64)
-    binary = (n_classes if n_classes is not None else len(np.unique(y))) <= 2
+    if n_classes is None:
+        n_classes = int(max(y.max(), pred.max())) + 1 if len(y) else 2
+    binary = n_classes <= 2
     for feature in features:
         column = f"{_ATTR}{feature}"
         if column not in frame.columns:
-            out[feature] = {"labelled": 0, "judged": False}
+            out[feature] = {"labelled": 0, "judged": False, "reason": f"no label gave {feature!r}"}
             continue
         given = frame[column].notna().to_numpy()
         count = int(given.sum())
         if count < min_labelled:
-            out[feature] = {"labelled": count, "judged": False}
+            out[feature] = {
+                "labelled": count,
+                "judged": False,
+                "reason": f"{count} labelled predictions give {feature!r}; at least {min_labelled} needed",
+            }
             continue
-        every = bool(given.all())
-        groups = frame[column] if every else frame[column][given]
+        groups = frame[column][given].astype(str)
+        sizes = groups.value_counts(sort=False)
+        small = sizes[sizes < min_group_labelled].sort_index()
+        not_judged = [f"group {g!r} has {n} labelled, fewer than {min_group_labelled}" for g, n in small.items()]
+        keep = given.copy()
+        if len(small):
+            keep[given] = ~groups.isin(small.index).to_numpy()
+        if len(sizes) - len(small) < 2:
+            out[feature] = {
+                "labelled": count,
+                "judged": False,
+                "reason": f"fewer than two groups of {feature!r} have {min_group_labelled} labelled predictions",
+                "not_judged": not_judged,
+            }
+            continue
+        every = bool(keep.all())
         result = group_fairness(
-            y if every else y[given], pred if every else pred[given], groups.astype(str), limits, binary=binary
+            y if every else y[keep],
+            pred if every else pred[keep],
+            frame[column].astype(str) if every else frame[column][keep].astype(str),
+            limits,
+            binary=binary,
         )
         out[feature] = {"labelled": count, "judged": True, **result}
+        if not_judged:
+            out[feature]["not_judged"] = not_judged
     return out
 
 
@@ -359,7 +397,18 @@ def assess_version(
     classification = classes is not None
     live = live_metrics(frame, classification=classification, n_classes=len(classes) if classes else None)
     metrics = metric_decay(live, evaluation, rules.max_metric_decay)
-    fairness = live_fairness(frame, features, rules.fairness, min_labelled=rules.min_labelled) if classification else {}
+    fairness = (
+        live_fairness(
+            frame,
+            features,
+            rules.fairness,
+            min_labelled=rules.min_labelled,
+            min_group_labelled=rules.min_group_labelled,
+            n_classes=len(classes),
+        )
+        if classes is not None
+        else {}
+    )
     result: dict[str, Any] = {"labelled": labelled, "judged": True, "metrics": metrics, "fairness": fairness}
     if not evaluation:
         result["note"] = "the version has no evaluation metrics recorded: nothing to measure decay against"

@@ -120,7 +120,7 @@ class _Observer:
         serving = [(s["weight"], v) for v, s in status["versions"].items() if s["alive"]]
         if not serving:
             raise InvalidInputError("not_serving", f"{model} serves no version in this workspace; deploy it first")
-        version = max(serving)[1]
+        version = max(serving, key=lambda wv: (wv[0], int(wv[1])))[1]  # a tie goes to the higher version
         with using_store(self.uri) as client:
             tags = client.get_model_version(model, str(version)).tags
         split = (

@@ -14,7 +14,9 @@ Three ways into traffic, each behind its gate (re-run in the tool body under the
   endpoint (``staging_endpoint``: its own router and URL). Production is not touched.
 
 Whichever way, the endpoint's feedback contract (``feedback.json``, ``_feedback``) gains the
-version before it serves, so labels for its predictions can be checked against its classes.
+version before it serves, so labels for its predictions can be checked against its classes, and
+records whether the policy in force lets the router take labels (``POST /feedback``): the
+router, which holds no policy, answers by it until the next deploy.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ def deploy(
                 raise GateRefusedError(decision)
             steps = plan.canary_weights if stable else [100]
             # before it serves: labels for its first predictions find its classes
-            record_serving_version(ctx.workspace / "serving" / model, client, model, version)
+            record_serving_version(ctx.workspace / "serving" / model, client, model, version, policy=ctx.policy)
             result = backend.deploy(model, version, found.source, weight=steps[0])
             champion = None
             if record is not None:  # first: approved as champion above, over the evidence as it was
@@ -134,7 +136,7 @@ def _deploy_staging(ctx: ToolContext, backend: ServingBackend, model: str, versi
             raise GateRefusedError(decision)
         found = model_version(client, model, version)
         endpoint = staging_endpoint(model)
-        record_serving_version(ctx.workspace / "serving" / endpoint, client, model, version)
+        record_serving_version(ctx.workspace / "serving" / endpoint, client, model, version, policy=ctx.policy)
         backend.deploy(endpoint, version, found.source, weight=100)
         # one version per staging endpoint: the one deployed before stops (rollback keeps only the one named)
         result = backend.rollback(endpoint, version)

@@ -5,8 +5,10 @@ Three files under a model's serving home ``<workspace>/serving/<model>/``:
 - ``feedback.json``, the **contract**, written by the deploy path whenever a version starts serving
   (``record_serving_version``): the task, the target's name, each serving version's classes (from
   its ``mlops.target.classes`` tag; index i is class i, as the model server's predictions are),
-  the sensitive features of its training spec, and whether they are required with each label
-  (the spec watches ``bias`` and names ``data.sensitive_features``);
+  the sensitive features of its training spec, whether they are required with each label
+  (the spec names ``data.sensitive_features`` and watches ``bias``, or everything: an empty
+  ``monitoring.watch``), and ``post_feedback``: whether the policy in force at that deploy lets
+  the router take labels (``feedback_permission``) and how far back they may go;
 - ``predictions/``, the router's prediction log (``_predictions``), which every label must match
   by ``request_id`` and ``row``;
 - ``feedback/<batch>.parquet``, one file per accepted batch: ``request_id`` (string), ``row``
@@ -17,10 +19,17 @@ A batch (a CSV or Parquet file through ``record_feedback`` or ``mlops-supervisor
 the router's ``POST /feedback``) is checked in full first (``validate_feedback``): the columns
 against the contract, every row against the prediction log, the version's classes and the
 feedback already stored. Any problem refuses the whole batch with one ``InvalidInputError``
-(``feedback_invalid``) naming each problem's rows and what is allowed; a good batch is written
+(``feedback_invalid``) naming each problem's rows and what is allowed (a refusal quotes a label
+only from rows that matched the log, so a file of anything else is not read back to its
+sender); a good batch is written
 to a temporary name and renamed, so it is there whole or not at all. A lock beside the contract
 orders batches across processes (the CLI and the router), so a duplicate cannot slip between
 the check and the write.
+
+Labels are taken for predictions of the last ``label_window_hours`` (twice the policy's
+``monitoring.quality_window_hours``): a label that comes later could never count in a quality
+window, and checking a batch then reads only the recent segments of the prediction log, not
+all of it.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -43,7 +53,7 @@ import pyarrow.compute as pc  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 from pydantic import Field
 
-from mlops_supervisor.policies import InvalidInputError, Redactor, redact_value
+from mlops_supervisor.policies import InvalidInputError, Policy, Redactor, redact_value
 from mlops_supervisor.tools._spec import PipelineSpec
 from mlops_supervisor.tools.core import GovernedTool, ModelArgs, ToolContext, to_json, write_json_atomic
 from mlops_supervisor.tools.serving._predictions import prediction_table
@@ -51,11 +61,14 @@ from mlops_supervisor.tools.serving._predictions import prediction_table
 __all__ = [
     "CONTRACT_FILE",
     "FEEDBACK_DIR",
+    "LABEL_WINDOW_FACTOR",
     "MAX_GROUPS",
     "feedback_contract",
     "feedback_frame",
+    "feedback_permission",
     "feedback_tool",
     "ingest_feedback",
+    "label_window_hours",
     "load_feedback_file",
     "read_feedback",
     "read_feedback_contract",
@@ -68,11 +81,46 @@ FEEDBACK_DIR = "feedback"
 MAX_GROUPS = 1000
 """A sensitive attribute with more distinct values than this is an identifier, not a group: refused."""
 
+LABEL_WINDOW_FACTOR = 2.0
+"""Labels are taken for predictions made within this many quality windows (``label_window_hours``)."""
+
 _CODE = "feedback_invalid"
+_TOOL = "record_feedback"
 _SHOWN = 5  # rows and values named in a message before "and N more"
 
 
 # --- the contract -------------------------------------------------------------------------
+
+
+def label_window_hours(policy: Policy) -> float:
+    """How far back (hours before now) a prediction may be and still take a label: twice the quality window."""
+    return LABEL_WINDOW_FACTOR * policy.monitoring.quality_window_hours
+
+
+def feedback_permission(policy: Policy) -> dict[str, Any]:
+    """Whether ``policy`` lets the router take labels (``POST /feedback``), for the contract's ``post_feedback``.
+
+    Not when it denies ``record_feedback`` (``tools.denied``) or holds it for an approval
+    (``approval.required_for``), which a POST cannot wait for. ``policy`` names the policy
+    (its source and digest) for the router's refusal; ``label_window_hours`` goes with it.
+    """
+    name = policy.source + (f" (digest {policy.digest[:12]})" if policy.digest else "")
+    if _TOOL in policy.tools.denied:
+        allowed, reason = False, f"the policy denies {_TOOL} (tools.denied)"
+    elif policy.requires_approval(_TOOL):
+        allowed, reason = (
+            False,
+            f"the policy holds {_TOOL} for an approval (approval.required_for), which a POST cannot wait for; "
+            "send the labels with `mlops-supervisor feedback MODEL FILE`",
+        )
+    else:
+        allowed, reason = True, f"the policy allows {_TOOL}"
+    return {
+        "allowed": allowed,
+        "reason": reason,
+        "policy": name,
+        "label_window_hours": label_window_hours(policy),
+    }
 
 
 def feedback_contract(
@@ -81,16 +129,20 @@ def feedback_contract(
     tags: Mapping[str, str],
     spec: PipelineSpec | None,
     previous: Mapping[str, Any] | None = None,
+    policy: Policy | None = None,
 ) -> dict[str, Any]:
     """The contract once ``version`` (with these MLflow ``tags``, trained from ``spec``) serves too.
 
     Versions accumulate (a label may be for any version that served); the task, target and
-    sensitive features are the newest version's.
+    sensitive features are the newest version's. Sensitive attributes are required when the spec
+    names them and watches bias, as ``monitor_model`` reads ``watch``: an empty one watches
+    everything. ``policy`` (the one in force now) gives ``post_feedback``; without it the
+    contract has none, and the router takes no labels.
     """
     task = tags.get("mlops.task") or (spec.training.task if spec is not None else "classification")
     target = tags.get("mlops.target") or (spec.data.target if spec is not None else "label")
     sensitive = list(spec.data.sensitive_features) if spec is not None else []
-    watched = spec is not None and "bias" in spec.monitoring.watch
+    watched = spec is not None and (not spec.monitoring.watch or "bias" in spec.monitoring.watch)
     versions = dict((previous or {}).get("versions") or {})
     entry: dict[str, Any] = {}
     if task == "classification" and tags.get("mlops.target.classes"):
@@ -103,11 +155,17 @@ def feedback_contract(
         "versions": dict(sorted(versions.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 0)),
         "sensitive_features": sensitive,
         "require_sensitive": bool(watched and sensitive),
+        **({"post_feedback": feedback_permission(policy)} if policy is not None else {}),
     }
 
 
-def record_serving_version(model_dir: Path, client: Any, model: str, version: int) -> dict[str, Any]:
-    """Write ``model_dir/feedback.json`` with ``version`` in it (read from the MLflow store ``client``); the contract."""
+def record_serving_version(
+    model_dir: Path, client: Any, model: str, version: int, *, policy: Policy | None = None
+) -> dict[str, Any]:
+    """Write ``model_dir/feedback.json`` with ``version`` in it (read from the MLflow store ``client``); the contract.
+
+    ``policy`` is the one in force: whether the router may take labels is decided here, at deploy.
+    """
     from mlops_supervisor.tools.registry import model_version, training_spec
 
     tags = dict(model_version(client, model, version).tags)
@@ -115,7 +173,7 @@ def record_serving_version(model_dir: Path, client: Any, model: str, version: in
     spec = training_spec(client, run_id) if run_id else None
     path = Path(model_dir) / CONTRACT_FILE
     previous = json.loads(path.read_text("utf-8")) if path.exists() else None
-    contract = feedback_contract(model, version, tags, spec, previous)
+    contract = feedback_contract(model, version, tags, spec, previous, policy)
     write_json_atomic(path, contract)
     return contract
 
@@ -319,7 +377,12 @@ def _check_labels(label: pd.Series, versions: pd.Series, contract: Mapping[str, 
     if contract.get("task") != "classification":
         numbers = pd.to_numeric(label, errors="coerce").astype("float64")
         bad = label.notna().to_numpy() & ~np.isfinite(numbers.to_numpy())
-        problems.rows(bad, f"label {_values(label[bad].tolist())} is not a number, and this model is a regressor")
+        # a value is quoted only from rows that matched the log: a file of anything else is not read back
+        matched = bad & versions.notna().to_numpy()
+        problems.rows(
+            matched, f"label {_values(label[matched].tolist())} is not a number, and this model is a regressor"
+        )
+        problems.rows(bad & ~matched, "label is not a number, and this model is a regressor")
         return numbers
     text = _as_text(label)
     known = versions.notna().to_numpy() & text.notna().to_numpy()
@@ -359,9 +422,9 @@ def _check_attributes(frame: pd.DataFrame, contract: Mapping[str, Any], problems
     return found
 
 
-def _logged(model_dir: Path, asked: Any) -> pd.DataFrame:
-    """The logged predictions (request_id, row, version) of the request ids in ``asked``, filtered in pyarrow."""
-    table = prediction_table(model_dir)
+def _logged(model_dir: Path, asked: Any, since: float | None) -> pd.DataFrame:
+    """The logged predictions (request_id, row, version) since ``since`` of the request ids in ``asked`` (pyarrow)."""
+    table = prediction_table(model_dir, since)
     if table is None:
         return pd.DataFrame({"request_id": [], "row": [], "version": []})
     table = table.filter(pc.is_in(table["id"], value_set=asked))
@@ -384,15 +447,21 @@ def _index(values: pd.DataFrame) -> pd.MultiIndex:
 
 
 def validate_feedback(
-    model_dir: Path, frame: pd.DataFrame, *, redactor: Redactor, received_at: float | None = None
+    model_dir: Path,
+    frame: pd.DataFrame,
+    *,
+    redactor: Redactor,
+    received_at: float | None = None,
+    label_window_hours: float | None = None,
 ) -> pd.DataFrame:
     """The rows of ``frame`` as they would be stored, or ``InvalidInputError`` naming every problem.
 
     Checks the columns against the contract; each row's request id and row against the
-    prediction log and against the feedback already stored; duplicates within the batch; each
-    label against its version's classes (or, for a regressor, that it is a number); the
-    sensitive attributes (present when required, at most ``MAX_GROUPS`` groups). Sensitive
-    values are redacted, one distinct value at a time.
+    prediction log (its predictions of the last ``label_window_hours``; all of them when None)
+    and against the feedback already stored; duplicates within the batch; each label against
+    its version's classes (or, for a regressor, that it is a number); the sensitive attributes
+    (present when required, at most ``MAX_GROUPS`` groups). Sensitive values are redacted, one
+    distinct value at a time.
     """
     model_dir = Path(model_dir)
     contract = read_feedback_contract(model_dir)
@@ -407,13 +476,21 @@ def validate_feedback(
         keyed & keys.duplicated(keep="first").to_numpy(), "request_id and row repeat an earlier row of this feedback"
     )
     asked = pa.array(ids[keyed].unique().astype(str), type=pa.string())
-    logged = _logged(model_dir, asked)
+    since = None if label_window_hours is None else time.time() - label_window_hours * 3600
+    logged = _logged(model_dir, asked, since)
     versions = pd.Series(logged["version"].to_numpy(), index=_index(logged), dtype="float64")
     wanted = _index(keys.fillna({"request_id": ""}))
     found = versions[~versions.index.duplicated()].reindex(wanted).to_numpy()
     version_of = pd.Series(np.where(keyed, found, np.nan))
+    window = (
+        ""
+        if since is None
+        else f" made since {datetime.fromtimestamp(since, UTC).isoformat(timespec='seconds')} (labels are taken only "
+        f"for predictions of the last {label_window_hours:g} h)"
+    )
     problems.rows(
-        keyed & np.isnan(found), f"request_id and row name no prediction in the prediction log of {contract['model']!r}"
+        keyed & np.isnan(found),
+        f"request_id and row name no prediction in the prediction log of {contract['model']!r}{window}",
     )
     stored = _stored_keys(model_dir, asked)
     if len(stored):
@@ -496,15 +573,23 @@ def _write_batch(path: Path, rows: pd.DataFrame) -> None:
         os.close(directory)
 
 
-def ingest_feedback(model_dir: Path, frame: pd.DataFrame, *, redactor: Redactor, source: str = "") -> dict[str, Any]:
+def ingest_feedback(
+    model_dir: Path,
+    frame: pd.DataFrame,
+    *,
+    redactor: Redactor,
+    source: str = "",
+    label_window_hours: float | None = None,
+) -> dict[str, Any]:
     """Check ``frame`` (``validate_feedback``) and store it as one batch; what was stored.
 
     Nothing is written unless every row passes; ``InvalidInputError`` names every problem.
+    ``label_window_hours`` bounds how old a labelled prediction may be (``validate_feedback``).
     """
     model_dir = Path(model_dir)
     contract = read_feedback_contract(model_dir)
     with _batch_lock(model_dir):
-        rows = validate_feedback(model_dir, frame, redactor=redactor)
+        rows = validate_feedback(model_dir, frame, redactor=redactor, label_window_hours=label_window_hours)
         batch = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:12]}"
         path = model_dir / FEEDBACK_DIR / f"{batch}.parquet"
         _write_batch(path, rows)
@@ -532,7 +617,13 @@ class _FeedbackArgs(ModelArgs):
 def record_feedback(ctx: ToolContext, model: str, path: str) -> str:
     """Store a file of labels for ``model``'s served predictions, checked in full first; what was stored, as JSON."""
     frame = load_feedback_file(Path(path), max_mb=ctx.max_dataset_mb)
-    result = ingest_feedback(Path(ctx.workspace) / "serving" / model, frame, redactor=ctx.redactor, source=path)
+    result = ingest_feedback(
+        Path(ctx.workspace) / "serving" / model,
+        frame,
+        redactor=ctx.redactor,
+        source=path,
+        label_window_hours=label_window_hours(ctx.policy),
+    )
     return to_json(result)
 
 

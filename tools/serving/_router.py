@@ -11,10 +11,12 @@ version, prediction and class probabilities, no features) under ``predictions/``
 routes file, a redacted random sample of requests and predictions for drift checks, and
 ``GET /health``. ``POST /feedback`` takes labels that arrive later for the request ids it gave
 (``{"feedback": [{"request_id", "row", "label", ...}]}``), checked and stored off the event
-loop as ``_feedback.ingest_feedback`` does for a file, with a ``feedback`` line in the
-workspace's audit log. Its routes live in a JSON file it re-reads when the file changes, so a
-weight change is a file write, not a restart. The files sit in the model's serving home
-(``<workspace>/serving/<model>/routes.json``), which is where the router finds the rest.
+loop as ``_feedback.ingest_feedback`` does for a file, when the policy in force at the last
+deploy lets it (the feedback contract's ``post_feedback``; a 403 naming the policy otherwise),
+with a ``feedback`` line in the workspace's audit log whatever the outcome. Its routes live in
+a JSON file it re-reads when the file changes, so a weight change is a file write, not a
+restart. The files sit in the model's serving home (``<workspace>/serving/<model>/routes.json``),
+which is where the router finds the rest.
 
 Why a hand-written proxy rather than an ASGI app with an HTTP client: the router sits on
 every request, and with uvicorn, Starlette and aiohttp it spent about as much CPU per
@@ -40,6 +42,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -290,6 +293,8 @@ class Router:
         self.audit_path = audit_path or self.home.parent.parent / "audit.jsonl"
         self._audit: AuditLog | None = None
         self._audit_lock = threading.Lock()  # one AuditLog's descriptors are shared by the executor's threads
+        # feedback is checked and stored here, off the event loop; ``close`` waits for it before the audit log closes
+        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="feedback")
         self._version_numbers: dict[str, int | str] = {}
         self.picker = random.Random()
         self.pools: dict[tuple[str, str], _Pool] = {}
@@ -361,16 +366,36 @@ class Router:
     def take_feedback(self, body: bytes) -> tuple[int, dict[str, Any]]:
         """Check and store one ``POST /feedback`` body (run off the event loop); the status and answer.
 
-        Audited as a ``feedback`` line (redacted) whatever the outcome.
+        Taken only when the feedback contract's ``post_feedback`` (written by the deploy from the
+        policy then in force) allows it: 403 naming the policy otherwise. Audited as a
+        ``feedback`` line (redacted) whatever the outcome: ``ok``, ``invalid_input`` (400),
+        ``refused`` (403) or ``error`` (500).
         """
         from mlops_supervisor.policies import InvalidInputError
-        from mlops_supervisor.tools.serving._feedback import feedback_frame, ingest_feedback
+        from mlops_supervisor.tools.serving._feedback import feedback_frame, ingest_feedback, read_feedback_contract
 
         try:
-            result = ingest_feedback(self.home, feedback_frame(body), redactor=self.redactor, source="POST /feedback")
+            contract = read_feedback_contract(self.home)
+            permission = contract.get("post_feedback")
+            if not isinstance(permission, dict) or permission.get("allowed") is not True:
+                message = _feedback_refusal(self.home.name, permission)
+                self._audit_line(outcome="refused", message=message)
+                return 403, {"error": message}
+            window = permission.get("label_window_hours")
+            result = ingest_feedback(
+                self.home,
+                feedback_frame(body),
+                redactor=self.redactor,
+                source="POST /feedback",
+                label_window_hours=float(window) if isinstance(window, int | float) else None,
+            )
         except InvalidInputError as exc:
             self._audit_line(outcome="invalid_input", reason_code=exc.reason_code, message=str(exc))
             return 400, {"error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - the caller gets a 500 that says why, and the audit log a line
+            message = f"feedback not stored: {type(exc).__name__}: {exc}"
+            self._audit_line(outcome="error", message=message)
+            return 500, {"error": message}
         self._audit_line(outcome="ok", accepted=result["accepted"], batch=result["batch"])
         return 200, {"accepted": result["accepted"], "batch": result["batch"]}
 
@@ -381,13 +406,35 @@ class Router:
             self._audit.append("feedback", model=self.home.name, origin="router", pid=os.getpid(), **fields)
 
     def close(self) -> None:
+        """Close connections and files; a feedback batch being checked finishes (and is audited) first.
+
+        Batches still queued are dropped: nothing of them was stored, and their callers' connections
+        are closed without an answer.
+        """
         for caller in list(self.callers):
             caller.close()
         for pool in self.pools.values():
             pool.close()
         self.predictions.close()
-        if self._audit is not None:
-            self._audit.close()
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        with self._audit_lock:
+            if self._audit is not None:
+                self._audit.close()
+                self._audit = None
+
+
+def _feedback_refusal(model: str, permission: Any) -> str:
+    """Why the router takes no labels for ``model``: its contract's ``post_feedback`` says no, or says nothing."""
+    if not isinstance(permission, dict):
+        return (
+            f"POST /feedback is refused for {model!r}: its feedback contract does not say whether the policy lets "
+            "the router take labels (it predates that check); redeploy the model, or send the labels with "
+            "`mlops-supervisor feedback MODEL FILE`"
+        )
+    return (
+        f"POST /feedback is refused for {model!r}: {permission.get('reason', 'the policy does not allow it')} "
+        f"(policy {permission.get('policy', 'unknown')}, as in force at the model's last deploy)"
+    )
 
 
 class _Caller(asyncio.Protocol):
@@ -549,13 +596,15 @@ class _Caller(asyncio.Protocol):
         """Check and store labels in a worker thread (reading the logs takes time); answer when done."""
 
         def answered(future: asyncio.Future[tuple[int, dict[str, Any]]]) -> None:
+            if future.cancelled():  # the router is closing: nothing was stored, and nobody is left to answer
+                return
             try:
                 status, payload = future.result()
             except Exception as exc:  # noqa: BLE001 - the caller gets a 500 that says why; the router stays up
                 status, payload = 500, {"error": f"feedback not stored: {type(exc).__name__}: {exc}"}
             self._answer(status, json.dumps(payload).encode(), keep=keep)
 
-        self.loop.run_in_executor(None, self.router.take_feedback, body).add_done_callback(answered)
+        self.loop.run_in_executor(self.router.executor, self.router.take_feedback, body).add_done_callback(answered)
 
     def _answer(self, status: int, body: bytes, *, keep: bool, content_type: bytes = _JSON, extra: bytes = b"") -> None:
         self._write(_response(status, body, content_type=content_type, extra=extra, close=not keep), close=not keep)
