@@ -19,6 +19,7 @@ os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"
 # pay for MLflow's trace store and the redaction of every span, seconds per CLI process.
 os.environ["MLOPS_TRACING"] = "0"
 
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -29,6 +30,12 @@ import pytest
 import yaml
 
 from mlops_supervisor.testing import KeyRing, install_policy
+
+# A shell that starts a command in the background (`make test &`) starts it with SIGINT ignored, and
+# every process the tests spawn would inherit that: the tests of Ctrl-C (a CLI interrupted while a
+# server starts, the chat) need Python's own handler, which a spawned process then gets as the default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 CLI = str(Path(sys.executable).parent / "mlops-supervisor")
 REPO = Path(__file__).resolve().parents[1]

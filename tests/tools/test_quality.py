@@ -11,8 +11,6 @@ import dataclasses
 import json
 import os
 import shutil
-import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -41,7 +39,7 @@ from mlops_supervisor.tools.monitoring._quality import (
 from mlops_supervisor.tools.serving._advance import advance
 from mlops_supervisor.tools.serving._canary import CanaryRecord, judge_labels, write_canary
 from tests.test_pipeline import _adult_slice, small_spec
-from tests.tools.test_serving_units import _Endpoint, _exposition, _Metrics
+from tests.tools.test_serving_units import _Endpoint, _exposition
 
 MODEL = "small-model"
 CLASSES = ["<=50K", ">50K"]
@@ -612,18 +610,6 @@ def test_the_canary_label_check_reads_both_versions_since_the_step_started(
     assert result.verdict == verdict and said in result.reason
     later = judge_labels(evaluated["ws"], evaluated["uri"], MODEL, _canary_record(NOW), RULES)
     assert later.verdict == "not_judged" and "0 labelled canary and 0 labelled stable" in later.reason
-
-
-@pytest.fixture
-def router() -> Iterator[ThreadingHTTPServer]:
-    """A /metrics endpoint on loopback whose text the test sets."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Metrics)
-    server.text = ""  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
 
 
 def _advance_once(evaluated: dict[str, Any], router: ThreadingHTTPServer, flip: bool) -> tuple[dict[str, Any], Any]:

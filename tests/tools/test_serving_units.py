@@ -8,11 +8,10 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -238,20 +237,6 @@ def test_an_inconclusive_step_holds_under_the_models_lock(ctx: ToolContext) -> N
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
 
-class _Metrics(BaseHTTPRequestHandler):
-    """A router's /metrics as a test sets it (``server.text``)."""
-
-    def do_GET(self) -> None:
-        body = self.server.text.encode()  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 def _exposition(counts: dict[str, tuple[int, int]]) -> str:
     """Prometheus text with ``(requests, errors)`` per version, every request within 50 ms."""
     lines = []
@@ -291,18 +276,6 @@ class _Endpoint:
 
     def stop(self, model: str) -> dict[str, Any]:
         raise AssertionError("a canary step stops nothing")
-
-
-@pytest.fixture
-def router() -> Iterator[ThreadingHTTPServer]:
-    """A /metrics endpoint on loopback whose text the test sets."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Metrics)
-    server.text = ""  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture(scope="module")
