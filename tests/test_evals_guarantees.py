@@ -27,9 +27,9 @@ from mlops_supervisor.evals._format import load_scenario_file
 from mlops_supervisor.evals._runner import TrialResult, run_trial
 from mlops_supervisor.evals._seeds import SeedBank
 from mlops_supervisor.policies import Decision, UsageError
+from tests.conftest import SHARED_DATA
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "evals" / "scenarios"
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _scenario_file(tmp_path: Path, scenario_id: str) -> Path:
