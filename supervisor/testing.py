@@ -7,7 +7,8 @@ HTTP server on loopback that speaks the chat-completions API (plain and streamed
 calls, structured output, 429/5xx, slow answers), scripted with ``Reply`` values, for driving
 ``openai:MODEL`` through the real SDK without a network. ``WebhookReceiver`` is a loopback HTTP
 server that records the alert notifications posted to it (Slack or Alertmanager JSON) and can
-fail the first few, for testing an alert route end to end.
+fail the first few, for testing an alert route end to end. ``PostgresServer`` is a throwaway
+PostgreSQL server on loopback (Debian's ``initdb`` and ``pg_ctl``) for the scaled-out stores.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from mlops_supervisor.policies import ScriptExhaustedError, UsageError
 __all__ = [
     "KeyRing",
     "OpenAIStub",
+    "PostgresServer",
     "Reply",
     "ScriptedChatModel",
     "StubRequest",
@@ -732,3 +734,129 @@ class _WebhookHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         return
+
+
+def _postgres_bin() -> Path | None:
+    """Where ``initdb`` and ``pg_ctl`` live: ``MLOPS_PG_BIN``, the PATH, or Debian's newest ``/usr/lib/postgresql/*/bin``."""
+    import os
+    import shutil
+
+    if configured := os.environ.get("MLOPS_PG_BIN"):
+        return Path(configured)
+    if found := shutil.which("pg_ctl"):
+        return Path(found).parent
+    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parent.parent.name))
+    return debian[-1].parent if debian else None
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL server on 127.0.0.1, in its own directory, gone when stopped.
+
+    ::
+
+        with PostgresServer() as pg:
+            url = pg.create_database("threads")  # postgresql://mlops@127.0.0.1:PORT/threads
+
+    It runs ``initdb`` and ``pg_ctl`` from Debian's ``postgresql`` package (``MLOPS_PG_BIN``
+    overrides where they are). PostgreSQL refuses to run as root, so as root the cluster is made
+    and run as the ``postgres`` system user, in a directory of its own under the system temp dir
+    (a test's own temp dir is private to root). Durability is off (``fsync=off``): it is for tests.
+    Trust authentication, loopback only.
+    """
+
+    def __init__(self, *, user: str = "mlops", start_timeout: float = 30.0) -> None:
+        self.user = user
+        self.start_timeout = start_timeout
+        self.port: int | None = None
+        self._root: Path | None = None
+        self._run_as: tuple[int, int] | None = None
+
+    @property
+    def url(self) -> str:
+        """The URL of the ``postgres`` database."""
+        return self.database_url("postgres")
+
+    def database_url(self, name: str) -> str:
+        """The URL of database ``name`` on this server."""
+        if self.port is None:
+            raise RuntimeError("the PostgresServer is not started; use it as a context manager or call start()")
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{name}"
+
+    def create_database(self, name: str) -> str:
+        """Create database ``name`` (letters, digits and ``_``) and return its URL."""
+        import psycopg
+
+        if not name.replace("_", "").isalnum():
+            raise UsageError(f"database name {name!r} is not allowed; use letters, digits and '_'")
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')  # a checked identifier: CREATE DATABASE takes no parameters
+        return self.database_url(name)
+
+    def _run(self, *args: str) -> None:
+        import subprocess
+
+        bindir = _postgres_bin()
+        if bindir is None:
+            raise RuntimeError(
+                "PostgreSQL is not installed (no initdb/pg_ctl on PATH or under /usr/lib/postgresql); "
+                "`apt-get install postgresql` or set MLOPS_PG_BIN"
+            )
+        ids = {"user": self._run_as[0], "group": self._run_as[1], "extra_groups": []} if self._run_as else {}
+        done = subprocess.run(
+            [str(bindir / args[0]), *args[1:]], capture_output=True, text=True, timeout=self.start_timeout, **ids
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{args[0]} failed ({done.returncode}): {(done.stderr or done.stdout).strip()[-2000:]}")
+
+    def start(self) -> PostgresServer:
+        """``initdb`` a fresh cluster, start it on a free loopback port and wait until it accepts connections."""
+        import os
+        import pwd
+        import socket
+
+        if self.port is not None:
+            return self
+        self._root = Path(tempfile.mkdtemp(prefix="mlops-pg-", dir="/tmp"))
+        if os.geteuid() == 0:
+            pg = pwd.getpwnam("postgres")
+            self._run_as = (pg.pw_uid, pg.pw_gid)
+            os.chown(self._root, pg.pw_uid, pg.pw_gid)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        data, log = self._root / "data", self._root / "server.log"
+        try:
+            self._run("initdb", "-D", str(data), "-U", self.user, "-A", "trust", "-E", "UTF8", "--locale=C",
+                      "--no-sync", "--no-instructions")  # fmt: skip
+            options = (
+                f"-c listen_addresses=127.0.0.1 -p {port} -k {self._root} -c fsync=off -c synchronous_commit=off "
+                "-c full_page_writes=off -c max_connections=100"
+            )
+            self._run("pg_ctl", "-D", str(data), "-l", str(log), "-w", "-t", str(int(self.start_timeout)),
+                      "-o", options, "start")  # fmt: skip
+        except BaseException:
+            import shutil
+
+            shutil.rmtree(self._root, ignore_errors=True)
+            self._root = None
+            raise
+        self.port = port
+        return self
+
+    def stop(self) -> None:
+        """Stop the server at once and delete its directory."""
+        import shutil
+
+        if self._root is None:
+            return
+        if self.port is not None:
+            with contextlib.suppress(RuntimeError, OSError):
+                self._run("pg_ctl", "-D", str(self._root / "data"), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self._root, ignore_errors=True)
+        self._root, self.port = None, None
+
+    def __enter__(self) -> PostgresServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mlops_supervisor.testing import KeyRing, install_policy
+from mlops_supervisor.testing import KeyRing, PostgresServer, install_policy
 
 # A shell that starts a command in the background (`make test &`) starts it with SIGINT ignored, and
 # every process the tests spawn would inherit that: the tests of Ctrl-C (a CLI interrupted while a
@@ -42,6 +42,13 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 EXAMPLE_SPEC = REPO / "examples" / "adult-income.yaml"
 ADULT = REPO / "examples" / "data" / "adult.parquet"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server on loopback for this test process (each test makes its own databases)."""
+    with PostgresServer() as server:
+        yield server
 
 
 @pytest.fixture
