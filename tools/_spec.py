@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
+import string
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,11 +26,13 @@ from mlops_supervisor.tools.core._schemas import checked_name
 __all__ = [
     "ALERT_ROUTE_KINDS",
     "CLASSIFICATION_METRICS",
+    "KSERVE_STORAGE_SCHEMES",
     "REGRESSION_METRICS",
     "SENSITIVITIES",
     "SERVING_TARGETS",
     "WATCHABLE",
     "Candidate",
+    "KubernetesServing",
     "MonitoringSpec",
     "PipelineSpec",
     "ServingSpec",
@@ -244,17 +248,118 @@ class DeploymentSpec(_Strict):
         return [s for s in self.canary_steps if s < 100]
 
 
+KSERVE_STORAGE_SCHEMES = ("s3", "gs", "pvc", "https", "http", "hdfs", "webhdfs", "oci", "hf")
+"""The ``storageUri`` schemes KServe's storage initializer downloads from (``models:/`` and ``runs:/`` are MLflow's own)."""
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+class KubernetesServing(_Strict):
+    """Where and how a ``kubernetes`` or ``kserve`` target serves: namespace, image or storage, replicas, timeouts."""
+
+    namespace: str = Field(default="default", description="the namespace the endpoint's objects live in")
+    image: str | None = Field(
+        default=None,
+        description="target kubernetes: the container image of this package (router and model servers), "
+        "built from deploy/kubernetes/Dockerfile",
+    )
+    replicas: int = Field(default=1, ge=1, le=100, description="pods per version (and of the router)")
+    storage_uri: str | None = Field(
+        default=None,
+        description="target kserve: where a version's MLflow model directory lives, with {model} and {version}, "
+        "e.g. s3://models/{model}/{version}",
+    )
+    deployment_mode: Literal["Knative", "Standard"] = Field(
+        default="Knative", description="target kserve: KServe's deployment mode (Knative is its Serverless mode)"
+    )
+    kserve_version: str = Field(
+        default="0.20",
+        description="target kserve: the cluster's KServe version, MAJOR.MINOR (Standard canaries need 0.20+)",
+    )
+    ready_timeout_s: float = Field(
+        default=300, gt=0, le=3600, description="how long a rollout may take to become ready before it is rolled back"
+    )
+
+    @field_validator("namespace")
+    @classmethod
+    def _dns_label(cls, namespace: str) -> str:
+        if not _DNS_LABEL.match(namespace):
+            raise ValueError(
+                f"namespace {namespace!r} must be a DNS-1123 label: 1-63 lower-case letters, digits or '-', "
+                "starting and ending with a letter or digit"
+            )
+        return namespace
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, image: str | None) -> str | None:
+        if image is not None and (not image or any(c.isspace() for c in image)):
+            raise ValueError(f"image {image!r} must be a container image reference, e.g. registry/mlops-supervisor:1.0")
+        return image
+
+    @field_validator("storage_uri")
+    @classmethod
+    def _storage(cls, uri: str | None) -> str | None:
+        if uri is None:
+            return None
+        scheme = uri.split("://", 1)[0] if "://" in uri else uri.split(":", 1)[0]
+        if "://" not in uri or scheme not in KSERVE_STORAGE_SCHEMES:
+            raise ValueError(
+                f"storage_uri {uri!r} must use a scheme KServe's storage initializer downloads from "
+                f"({', '.join(s + '://' for s in KSERVE_STORAGE_SCHEMES)}); models:/ and runs:/ are MLflow's "
+                "own URIs, which KServe cannot read: copy the version's model there and name that place"
+            )
+        fields = {name for _, name, _, _ in string.Formatter().parse(uri) if name is not None}
+        if not fields <= {"model", "version"} or "version" not in fields:
+            raise ValueError(
+                f"storage_uri {uri!r} must contain {{version}} (and may contain {{model}}), no other placeholder: "
+                "each version is served from its own copy"
+            )
+        return uri
+
+    @field_validator("kserve_version")
+    @classmethod
+    def _version(cls, version: str) -> str:
+        if not re.fullmatch(r"\d+\.\d+(\.\d+)?", version):
+            raise ValueError(f"kserve_version {version!r} must be MAJOR.MINOR, e.g. 0.20")
+        return version
+
+    @property
+    def standard_canaries(self) -> bool:
+        """Whether this KServe serves a canary in Standard mode: its ``spec.canary`` list came in 0.20."""
+        major, minor = (int(p) for p in self.kserve_version.split(".")[:2])
+        return (major, minor) >= (0, 20)
+
+
 class ServingSpec(_Strict):
     """Where the model is served and the latency it must keep; asked for before a deploy when not given."""
 
     target: ServingTarget | None = Field(
         default=None,
         description="where the endpoint runs: local (model servers and a router on this machine), "
-        "kubernetes or kserve (not served by this version yet)",
+        "kubernetes (a Deployment and Service per version behind this project's router) or "
+        "kserve (a KServe InferenceService); the last two need the kubernetes section",
     )
     latency_p95_ms: float | None = Field(
         default=None, gt=0, le=600_000, description="the 95th-percentile latency goal of a prediction, in ms"
     )
+    kubernetes: KubernetesServing | None = Field(
+        default=None, description="targets kubernetes and kserve: namespace, image or storage, replicas, timeouts"
+    )
+
+    @model_validator(mode="after")
+    def _target_needs(self) -> ServingSpec:
+        kube = self.kubernetes
+        if self.target == "kubernetes" and (kube is None or kube.image is None):
+            raise ValueError(
+                "serving.target kubernetes needs serving.kubernetes.image: the image of this package that runs the "
+                "router and the model servers (deploy/kubernetes/Dockerfile builds it)"
+            )
+        if self.target == "kserve" and (kube is None or kube.storage_uri is None):
+            raise ValueError(
+                "serving.target kserve needs serving.kubernetes.storage_uri: where KServe downloads a version's "
+                "MLflow model from, e.g. s3://models/{model}/{version}"
+            )
+        return self
 
 
 class MonitoringSpec(_Strict):
@@ -346,6 +451,21 @@ class PipelineSpec(_Strict):
     @classmethod
     def _slug(cls, name: str) -> str:
         return checked_name("pipeline", name)
+
+    @model_validator(mode="after")
+    def _canaries_servable(self) -> PipelineSpec:
+        kube = self.serving.kubernetes
+        steps = self.deployment.canary_weights
+        old_standard = kube is not None and kube.deployment_mode == "Standard" and not kube.standard_canaries
+        if self.serving.target == "kserve" and old_standard and steps:
+            assert kube is not None
+            raise ValueError(
+                f"serving.kubernetes: KServe {kube.kserve_version} in Standard mode ignores canaryTrafficPercent "
+                f"(its spec.canary list came in 0.20), so the canary steps {steps} would send all traffic to the "
+                "new version at once; use deployment_mode Knative, upgrade KServe to 0.20+ and set "
+                "kserve_version, or set deployment.canary_steps to [100]"
+            )
+        return self
 
     @property
     def experiment_name(self) -> str:

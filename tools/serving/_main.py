@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         # the NER model loads only if a sampled value reads as prose (a free-text feature).
         redactor = PresidioRedactor()
         _freeze_heap()
-        serve_router(args.routes, samples_path=args.samples, redactor=redactor, port=args.port)
+        serve_router(args.routes, samples_path=args.samples, redactor=redactor, host=_listen_host(), port=args.port)
         return
 
     import uvicorn
@@ -66,8 +66,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     _freeze_heap()
     uvicorn.run(
-        app, host="127.0.0.1", port=args.port, loop="uvloop", http="httptools", log_level="warning", access_log=False
+        app, host=_listen_host(), port=args.port, loop="uvloop", http="httptools", log_level="warning", access_log=False
     )
+
+
+def _listen_host() -> str:
+    """Loopback, unless ``MLOPS_SERVING_HOST`` says otherwise: in a pod (the Kubernetes backend's manifests set
+    ``0.0.0.0``) a Service reaches the server from outside the pod; on one machine nothing else should."""
+    return os.environ.get("MLOPS_SERVING_HOST", "127.0.0.1")
 
 
 def _freeze_heap() -> None:

@@ -631,13 +631,15 @@ async def start_router(router: Router, host: str = "127.0.0.1", port: int = 0) -
     return await loop.create_server(lambda: _Caller(router, loop), host, port, backlog=1024)
 
 
-def serve_router(routes_path: Path, *, samples_path: Path, redactor: Redactor, port: int) -> None:
-    """Serve the router on ``127.0.0.1:port`` until SIGTERM or SIGINT."""
+def serve_router(
+    routes_path: Path, *, samples_path: Path, redactor: Redactor, port: int, host: str = "127.0.0.1"
+) -> None:
+    """Serve the router on ``host:port`` (loopback by default) until SIGTERM or SIGINT."""
     import uvloop
 
     async def main() -> None:
         router = Router(routes_path, samples_path=samples_path, redactor=redactor)
-        server = await start_router(router, port=port)
+        server = await start_router(router, host, port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
