@@ -36,6 +36,7 @@ from mlops_supervisor.tools._spec import (
     CLASSIFICATION_METRICS,
     REGRESSION_METRICS,
     SENSITIVITIES,
+    SERVING_TARGETS,
     WATCHABLE,
     DataSpec,
     LoadedSpec,
@@ -68,7 +69,8 @@ QUESTIONS: dict[str, str] = {
     "use_case": "What is the model for? (one sentence)",
     "sensitivity": "How sensitive is the data? (public, internal, confidential or restricted)",
     "approvers": "Who approves production? (names the policy in force lists as approvers, other than you)",
-    "serving_target": "Where is the model served? (local; kubernetes and kserve are not served by this version yet)",
+    "serving_target": "Where is the model served? (local, kubernetes or kserve; the cluster forms need a spec "
+    "with a serving.kubernetes section)",
     "latency_p95_ms": "What p95 latency must a prediction keep, in milliseconds?",
     "watch": "What is monitored? (any of latency, errors, drift, quality, bias; comma-separated)",
     "alert": "Where do alerts go? (log, email:ADDRESS, slack:#CHANNEL or webhook:https://HOST/PATH)",
@@ -99,7 +101,7 @@ ANSWER_KEYS: tuple[str, ...] = (*QUESTIONS, *_OPTIONAL)
 _SPEC_ONLY = ("data_source", "target", "task", "model", "thresholds", "positive_class", "sensitive_features")
 _PLACEHOLDER = re.compile(r"<[A-Z][A-Z_]*>")
 _LIFECYCLE = re.compile(r"^\s*lifecycle(?:\s|$)", re.IGNORECASE)
-_ALLOWED_NOW = ("local",)
+_CLUSTER_TARGETS = ("kubernetes", "kserve")
 # Quick candidates per task, tried in this order against the policy's estimators.
 _PREFERRED: dict[str, tuple[tuple[str, str, dict[str, Any]], ...]] = {
     "classification": (
@@ -280,6 +282,8 @@ def _checked_answer(key: str, value: str, task: str | None) -> Any:
             raise ValueError(f"sensitivity {value!r} is not one of {', '.join(SENSITIVITIES)}")
         return value
     if key == "serving_target":
+        if value not in SERVING_TARGETS:
+            raise ValueError(f"serving target {value!r} is not one of {', '.join(SERVING_TARGETS)}")
         return value
     if key == "latency_p95_ms":
         try:
@@ -421,12 +425,14 @@ def check_lifecycle(
         if needed and key not in values and key in QUESTIONS:
             missing.append(MissingInput(key=key, question=QUESTIONS[key]))
     target = values.get("serving_target")
-    if "deploy" in reached and target is not None and target not in _ALLOWED_NOW:
+    if "deploy" in reached and target in _CLUSTER_TARGETS and (spec is None or spec.serving.kubernetes is None):
+        # the cluster forms need a namespace and an image or a storage URI: more than one answer carries
         missing.append(
             MissingInput(
                 key="serving_target",
                 question=QUESTIONS["serving_target"],
-                problem=f"{target} is not served by this version yet; allowed now: {', '.join(_ALLOWED_NOW)}",
+                problem=f"{target} needs the cluster's details (namespace, image or storage_uri): write them in a "
+                "spec's serving.kubernetes section (`mlops-supervisor spec schema`) and name the spec",
             )
         )
     approvers: list[str] | None = None

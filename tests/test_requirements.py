@@ -177,8 +177,12 @@ def test_an_approver_the_policy_does_not_list_is_refused(workspace: Path, policy
         assert "alice is the requester and may not approve their own request" in self_approval.problem
         with pytest.raises(MissingInputsError, match="mallory is not an approver"):
             sup.ask(with_answer(complete, "approvers", "mallory"))
-        (wrong,) = sup.missing_inputs(with_answer(complete, "serving_target", "kubernetes"))
-        assert wrong.key == "serving_target" and "not served by this version yet; allowed now: local" in wrong.problem
+        (cluster,) = sup.missing_inputs(with_answer(complete, "serving_target", "kubernetes"))
+        assert cluster.key == "serving_target" and "needs the cluster's details" in cluster.problem
+        assert "serving.kubernetes" in cluster.problem
+        (unknown,) = sup.missing_inputs(with_answer(complete, "serving_target", "mars"))
+        assert unknown.key == "serving_target"
+        assert unknown.problem == "serving target 'mars' is not one of local, kubernetes, kserve"
         assert sup.thread_ids() == []
 
 

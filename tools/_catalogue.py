@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from mlops_supervisor.policies import InvalidInputError, verify_audit_log
+from mlops_supervisor.policies import InvalidInputError
 from mlops_supervisor.tools.core import (
     Chokepoint,
     GovernedTool,
@@ -29,7 +29,7 @@ from mlops_supervisor.tools.evaluation import evaluation_tools
 from mlops_supervisor.tools.monitoring import observability_tools
 from mlops_supervisor.tools.registry import promotion_tool, registry_tools
 from mlops_supervisor.tools.security import security_tools
-from mlops_supervisor.tools.serving import LocalBackend, deployment_tools, feedback_tool, staging_endpoint
+from mlops_supervisor.tools.serving import ServingBackends, deployment_tools, feedback_tool, staging_endpoint
 from mlops_supervisor.tools.training import experimentation_tools
 
 __all__ = ["build_tool_registry"]
@@ -79,7 +79,7 @@ def _audit_summary(ctx: ToolContext) -> GovernedTool:
 
 def _verify_audit_chain(ctx: ToolContext) -> GovernedTool:
     def verify_audit_chain() -> str:
-        result = verify_audit_log(ctx.audit.path)
+        result = ctx.audit.verify()
         return to_json(
             {"intact": result.ok, "lines": result.lines, "bad_line": result.bad_line, "problem": result.problem}
         )
@@ -119,7 +119,7 @@ def _show_policy(ctx: ToolContext) -> GovernedTool:
 
 def _endpoint_tools(ctx: ToolContext) -> list[GovernedTool]:
     """restore_endpoints and stop_endpoints: the CLI's ``up`` and ``down`` (no agent's allow-list names them)."""
-    backend = LocalBackend.for_workspace(ctx.workspace, ctx.store_uri)
+    backend = ServingBackends(ctx)
 
     def served(model: str | None) -> list[str]:
         """The endpoints to act on: all, or the named model's production and staging endpoints."""

@@ -31,6 +31,7 @@ from mlops_supervisor.tools.serving._canary import (
     window_delta,
     write_canary,
 )
+from mlops_supervisor.tools.serving._metrics import read_router
 from mlops_supervisor.tools.serving._processes import (
     ProcessRecord,
     alive,
@@ -208,6 +209,10 @@ class _Backend:
     def stop(self, model: str) -> dict[str, Any]:
         raise AssertionError("a held step stops nothing")
 
+    def read_metrics(self, model: str) -> dict[str, dict[str, Any]]:
+        self.locked_while_asked.append(self._lock_held())
+        return {}  # no router: no traffic yet
+
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> ToolContext:
@@ -276,6 +281,9 @@ class _Endpoint:
 
     def stop(self, model: str) -> dict[str, Any]:
         raise AssertionError("a canary step stops nothing")
+
+    def read_metrics(self, model: str) -> dict[str, dict[str, Any]]:
+        return read_router(self, model)  # the router's /metrics, as the local backend reads it
 
 
 @pytest.fixture(scope="module")

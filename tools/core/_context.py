@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mlops_supervisor.policies import AuditLog, Policy, Redactor
+from mlops_supervisor.policies import AuditStore, Policy, Redactor
 from mlops_supervisor.policies.policy import PiiRules
 from mlops_supervisor.tools.core._store import default_tracking_uri
 
@@ -36,7 +36,7 @@ class ToolContext:
     """What tool bodies may use: the workspace, audit log, policy, redactor, stores and limits."""
 
     workspace: Path
-    audit: AuditLog
+    audit: AuditStore
     policy: Policy
     redactor: Redactor
     tracking_uri: str | None = None
@@ -52,6 +52,12 @@ class ToolContext:
     """Destinations the operator added to the egress allow-list (``MLOPS_EGRESS_ALLOW``): alert webhooks."""
     slack_webhook_url: str | None = None
     """The Slack incoming-webhook URL that ``slack:#CHANNEL`` alert routes post to (a secret)."""
+    kubeconfig: Path | None = None
+    """The kubeconfig a Kubernetes serving backend loads; ``None``: in-cluster config (or the client's default)."""
+    kube_context: str | None = None
+    """The kubeconfig context to use; ``None``: the kubeconfig's current context."""
+    prometheus_url: str | None = None
+    """The Prometheus HTTP API the Kubernetes backends' canary analysis reads; its host is on the egress list."""
 
     @property
     def store_uri(self) -> str:

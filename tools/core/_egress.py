@@ -42,6 +42,8 @@ def egress_client(
 
 
 def context_egress(ctx: ToolContext) -> tuple[str, ...]:
-    """The destinations the tools bound to ``ctx`` may reach: loopback, the MLflow tracking server's host and
-    what the operator added (``MLOPS_EGRESS_ALLOW``)."""
-    return allowed_destinations(tracking_uri=ctx.store_uri, extra=ctx.egress_allow)
+    """The destinations the tools bound to ``ctx`` may reach: loopback, the MLflow tracking server's host, the
+    Prometheus HTTP API when one is configured (``MLOPS_PROMETHEUS_URL``) and what the operator added
+    (``MLOPS_EGRESS_ALLOW``)."""
+    configured = (ctx.prometheus_url,) if ctx.prometheus_url else ()
+    return allowed_destinations(tracking_uri=ctx.store_uri, extra=(*configured, *ctx.egress_allow))

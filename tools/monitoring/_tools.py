@@ -34,7 +34,7 @@ from mlops_supervisor.tools.monitoring._alerts import runbook
 from mlops_supervisor.tools.monitoring._drift import drift_table, psi
 from mlops_supervisor.tools.monitoring._plots import drift_plot, latency_plot
 from mlops_supervisor.tools.monitoring._quality import quality_report as _quality_report
-from mlops_supervisor.tools.serving import LocalBackend, read_window
+from mlops_supervisor.tools.serving import ServingBackends, read_window
 
 __all__ = ["observability_tools"]
 
@@ -50,7 +50,7 @@ class _Observer:
     def __init__(self, ctx: ToolContext) -> None:
         self.ctx = ctx
         self.uri = ctx.store_uri
-        self.backend = LocalBackend.for_workspace(ctx.workspace, self.uri)
+        self.backend = ServingBackends(ctx)
         self.egress = context_egress(ctx)
 
     def _reports(self, model: str) -> Path:
@@ -63,35 +63,44 @@ class _Observer:
         return dict(router)
 
     def metrics(self, model: str) -> dict[str, Any]:
-        router = self._router(model)
-        with egress_client(self.egress) as client:  # the router's URL comes from a state file: held to the list
-            text = client.get(f"{router['url']}/metrics").text
-        window = read_window(text)
-        created = {
-            line.split('version="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("mlops_requests_created")
-        }
+        created: dict[str, float] = {}
+        if self.backend.target(model) != "local":
+            # a cluster's routers are read through Prometheus (MLOPS_PROMETHEUS_URL), summed over their pods
+            window = self.backend.read_metrics(model)
+        else:
+            router = self._router(model)
+            with egress_client(self.egress) as client:  # the router's URL comes from a state file: held to the list
+                text = client.get(f"{router['url']}/metrics").text
+            window = read_window(text)
+            created = {
+                line.split('version="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("mlops_requests_created")
+            }
         limits = self.ctx.policy.monitoring
         versions, alerts = {}, []
         for version, w in sorted(window.items()):
             requests = w["requests"]
             p99 = _percentile(w["buckets"], 0.99)
+            error_rate = round(w["errors"] / requests, 6) if requests else 0.0
             stats = {
                 "requests": int(requests),
-                "error_rate": round(w["errors"] / requests, 6) if requests else 0.0,
+                "error_rate": error_rate,
                 "p50_ms": None if (p := _percentile(w["buckets"], 0.5)) is None else p * 1000,
                 "p95_ms": None if (p := _percentile(w["buckets"], 0.95)) is None else p * 1000,
                 "p99_ms": None if p99 is None else p99 * 1000,
-                "throughput_rps": round(requests / max(time.time() - created.get(version, time.time()), 1e-9), 3),
+                # unknown where the series' start is unknown (a cluster's, read through Prometheus)
+                "throughput_rps": round(requests / max(time.time() - created[version], 1e-9), 3)
+                if version in created
+                else None,
             }
             versions[version] = stats
-            if requests and stats["error_rate"] > limits.max_error_rate:
+            if requests and error_rate > limits.max_error_rate:
                 alerts.append(
                     {
                         "kind": "error_rate",
                         "version": version,
-                        "message": f"version {version} errors on {stats['error_rate']:.2%} of requests "
+                        "message": f"version {version} errors on {error_rate:.2%} of requests "
                         f"(limit {limits.max_error_rate:.2%})",
                         "runbook": runbook(model, "error rate"),
                     }

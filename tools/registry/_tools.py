@@ -292,9 +292,9 @@ def promotion_tool(ctx: ToolContext) -> GovernedTool:
 
     def promote_model(model: str, version: int) -> str:
         promoted = registry.set_alias(model, version, "champion", action="promote_model")
-        from mlops_supervisor.tools.serving import LocalBackend  # serving reads the registry's evidence
+        from mlops_supervisor.tools.serving import ServingBackends  # serving reads the registry's evidence
 
-        backend = LocalBackend.for_workspace(ctx.workspace, registry.uri)
+        backend = ServingBackends(ctx)
         running = {v for v, s in backend.status(model)["versions"].items() if s["alive"]}
         if version in running:
             # full traffic to the champion; the others keep running at 0 for an instant rollback

@@ -16,6 +16,15 @@
   agent's ``record_feedback`` tool.
 - ``_main``: the entry point those server processes run (URIs by environment, never on the command line).
 - ``_metrics``: the router's Prometheus metrics read back, per version.
+- ``_prometheus``: the same reading from a Prometheus HTTP API (the routers of a cluster).
+- ``_preview``: what a deploy of a spec's model would apply to a cluster (``deploy --dry-run``), validated.
+- ``_backends``: the backend of each endpoint (``ServingBackends``): local, or the Kubernetes one its
+  deploy recorded (``backend.json``), chosen on deploy from the version's spec.
+- ``_manifests``: the Kubernetes objects of an endpoint (plain: a Deployment and Service per version and a
+  router with its routes in a ConfigMap; KServe: an InferenceService), rendered as plain dicts.
+- ``_kubernetes``: ``KubernetesBackend``, the protocol on a cluster (server-side apply, readiness by watch,
+  rollback of a rollout not ready in time, one message per API error); imported on first use, since the
+  ``kubernetes`` client costs most of a second to import.
 - ``_canary``: a model's canary record (``canary.json``), the window between two metric readings,
   the analysis thresholds in force, and the analysis of one window.
 - ``_deploy``: the gated deploy of an evaluated version: a canary (challenger gate, a canary plan no
@@ -28,6 +37,7 @@
 
 from mlops_supervisor.tools._spec import check_deployment
 from mlops_supervisor.tools.serving._backend import ServingBackend, staging_endpoint
+from mlops_supervisor.tools.serving._backends import ServingBackends
 from mlops_supervisor.tools.serving._feedback import (
     feedback_tool,
     ingest_feedback,
@@ -38,15 +48,22 @@ from mlops_supervisor.tools.serving._feedback import (
 from mlops_supervisor.tools.serving._local import LocalBackend
 from mlops_supervisor.tools.serving._metrics import read_window
 from mlops_supervisor.tools.serving._predictions import read_predictions
+from mlops_supervisor.tools.serving._preview import Preview, preview
+from mlops_supervisor.tools.serving._prometheus import PrometheusMetrics
 from mlops_supervisor.tools.serving._tools import deployment_tools
 
 __all__ = [
+    "KubernetesBackend",
     "LocalBackend",
+    "Preview",
+    "PrometheusMetrics",
     "ServingBackend",
+    "ServingBackends",
     "check_deployment",
     "deployment_tools",
     "feedback_tool",
     "ingest_feedback",
+    "preview",
     "read_feedback",
     "read_feedback_contract",
     "read_predictions",
@@ -54,3 +71,12 @@ __all__ = [
     "staging_endpoint",
     "validate_feedback",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # KubernetesBackend loads the kubernetes client, which only Kubernetes serving needs
+    if name == "KubernetesBackend":
+        from mlops_supervisor.tools.serving._kubernetes import KubernetesBackend
+
+        return KubernetesBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

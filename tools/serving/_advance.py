@@ -31,7 +31,6 @@ from mlops_supervisor.tools.serving._canary import (
     read_canary,
     write_canary,
 )
-from mlops_supervisor.tools.serving._metrics import read_router
 from mlops_supervisor.tools.serving._rollback import rollback
 
 __all__ = ["advance"]
@@ -50,7 +49,7 @@ def advance(ctx: ToolContext, backend: ServingBackend, model: str) -> dict[str, 
         state = canary.get("state", "running")
         if state != "running":
             return _settled(model, canary, state)
-        now = read_router(backend, model)
+        now = backend.read_metrics(model)
         alive = backend.status(model)["versions"].get(int(canary["version"]), {}).get("alive", False)
         analysis = analysis_in_force(canary["analysis"], ctx.policy.canary)
         verdict = _within_window(

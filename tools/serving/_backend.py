@@ -33,8 +33,14 @@ def staging_endpoint(model: str) -> str:
 class ServingBackend(Protocol):
     """What a serving backend offers the deployment tools."""
 
-    def deploy(self, model: str, version: int, model_uri: str, *, weight: int) -> dict[str, Any]:
-        """Start ``version`` (if it is not running) and give it ``weight`` percent of traffic."""
+    def deploy(
+        self, model: str, version: int, model_uri: str, *, weight: int, evidence_digest: str | None = None
+    ) -> dict[str, Any]:
+        """Start ``version`` (if it is not running) and give it ``weight`` percent of traffic.
+
+        ``evidence_digest`` is the digest of the evidence the gate that allowed it read; a backend that
+        labels what it runs (Kubernetes) records it there.
+        """
         ...
 
     def set_weights(self, model: str, weights: dict[int, int]) -> dict[str, Any]:
@@ -51,4 +57,12 @@ class ServingBackend(Protocol):
 
     def stop(self, model: str) -> dict[str, Any]:
         """Stop every process of ``model`` and forget its state."""
+        ...
+
+    def read_metrics(self, model: str) -> dict[str, dict[str, Any]]:
+        """Per version, cumulative requests, errors (status >= 500) and latency buckets (``read_window``'s shape).
+
+        Empty when nothing serves ``model`` yet; a ``RunError`` when the metrics cannot be read, never
+        an empty answer in place of evidence that exists.
+        """
         ...

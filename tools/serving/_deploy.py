@@ -44,7 +44,6 @@ from mlops_supervisor.tools.registry import (
 from mlops_supervisor.tools.serving._backend import ServingBackend, staging_endpoint
 from mlops_supervisor.tools.serving._canary import CanaryRecord, write_canary
 from mlops_supervisor.tools.serving._feedback import record_serving_version
-from mlops_supervisor.tools.serving._metrics import read_router
 
 __all__ = ["TARGETS", "deploy", "deploy_gate"]
 
@@ -83,19 +82,25 @@ def deploy(
         with using_store(ctx.store_uri) as client:
             found = model_version(client, model, version)
             plan = _deployment_spec(client, found)
+            evidence = version_evidence(client, model, version)
+            digest = evidence_digest(evidence)
             if stable:
-                decision = _evidence_decision(ctx, version_evidence(client, model, version), first=False)
+                decision = _evidence_decision(ctx, evidence, first=False)
                 record = None
             else:
                 decision, record = champion_allowed(ctx, client, model, version, _ACTION)
+                digest = record.evidence_digest if record is not None else digest
             if decision.allowed:
                 decision = _canary_plan_decision(ctx, plan)
             if not decision.allowed:
                 raise GateRefusedError(decision)
             steps = plan.canary_weights if stable else [100]
+            # the window opens now, and evidence that cannot be read refuses the canary before it takes traffic
+            snapshot = backend.read_metrics(model)
             # before it serves: labels for its first predictions find its classes
             record_serving_version(ctx.workspace / "serving" / model, client, model, version, policy=ctx.policy)
-            result = backend.deploy(model, version, found.source, weight=steps[0])
+            # the backend labels what it runs with the digest of the evidence this gate read
+            result = backend.deploy(model, version, found.source, weight=steps[0], evidence_digest=digest)
             champion = None
             if record is not None:  # first: approved as champion above, over the evidence as it was
                 champion = {"previous": set_champion(client, model, version, record, at=ctx.clock().isoformat())}
@@ -107,7 +112,7 @@ def deploy(
             steps=steps,
             step=0,
             analysis=plan.analysis.model_dump(),
-            snapshot=read_router(backend, model),
+            snapshot=snapshot,
             started_at=started,
             step_started_at=started,
             state="running",
@@ -131,13 +136,14 @@ def deploy(
 def _deploy_staging(ctx: ToolContext, backend: ServingBackend, model: str, version: int) -> dict[str, Any]:
     """``version`` alone on ``model``'s staging endpoint (under the lock already held); production is not touched."""
     with using_store(ctx.store_uri) as client:
-        decision = _evidence_decision(ctx, version_evidence(client, model, version), first=False)
+        evidence = version_evidence(client, model, version)
+        decision = _evidence_decision(ctx, evidence, first=False)
         if not decision.allowed:
             raise GateRefusedError(decision)
         found = model_version(client, model, version)
         endpoint = staging_endpoint(model)
         record_serving_version(ctx.workspace / "serving" / endpoint, client, model, version, policy=ctx.policy)
-        backend.deploy(endpoint, version, found.source, weight=100)
+        backend.deploy(endpoint, version, found.source, weight=100, evidence_digest=evidence_digest(evidence))
         # one version per staging endpoint: the one deployed before stops (rollback keeps only the one named)
         result = backend.rollback(endpoint, version)
         client.set_model_version_tag(model, str(version), "mlops.staging.deployed.at", ctx.clock().isoformat())

@@ -18,6 +18,7 @@ from typing import Any
 from mlops_supervisor.policies import InvalidInputError, RunError
 from mlops_supervisor.tools.core import default_tracking_uri, write_json_atomic
 from mlops_supervisor.tools.serving._backend import MODEL_URI_VAR, TRACKING_URI_VAR
+from mlops_supervisor.tools.serving._metrics import read_router
 from mlops_supervisor.tools.serving._processes import ProcessRecord, alive, end, records, spawn
 
 __all__ = ["LocalBackend"]
@@ -120,11 +121,19 @@ class LocalBackend:
     # --- the protocol ----------------------------------------------------------------------
 
     def deploy(
-        self, model: str, version: int, model_uri: str, *, weight: int, fail_rate: float = 0.0
+        self,
+        model: str,
+        version: int,
+        model_uri: str,
+        *,
+        weight: int,
+        fail_rate: float = 0.0,
+        evidence_digest: str | None = None,
     ) -> dict[str, Any]:
         """Start ``version``'s server if needed, give it ``weight`` and the rest to the others by their shares.
 
         Versions already recorded that died are restarted first, so traffic never goes to a dead one.
+        ``evidence_digest`` is ignored: local processes carry no labels (the audit log has the digest).
         """
         if self._state(model)["versions"]:
             self.restore(model)
@@ -230,6 +239,10 @@ class LocalBackend:
             "already_dead": len(procs) - len(running),
             **({"still_running": left} if left else {}),  # what would not die, even by SIGKILL
         }
+
+    def read_metrics(self, model: str) -> dict[str, dict[str, Any]]:
+        """``read_window`` of ``model``'s router as it answers now; empty when the router is not running."""
+        return read_router(self, model)
 
     def restore(self, model: str) -> dict[str, Any]:
         """Restart whatever of ``model``'s recorded endpoint died: versions on new ports, the router on its own.

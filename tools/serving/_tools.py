@@ -16,9 +16,9 @@ from pydantic import Field
 from mlops_supervisor.tools.core import GateResult, GovernedTool, ModelArgs, ModelVersionArgs, ToolContext, to_json
 from mlops_supervisor.tools.serving._advance import advance
 from mlops_supervisor.tools.serving._backend import staging_endpoint
+from mlops_supervisor.tools.serving._backends import ServingBackends
 from mlops_supervisor.tools.serving._canary import read_canary
 from mlops_supervisor.tools.serving._deploy import deploy, deploy_gate
-from mlops_supervisor.tools.serving._local import LocalBackend
 from mlops_supervisor.tools.serving._rollback import rollback
 
 __all__ = ["deployment_tools"]
@@ -34,7 +34,7 @@ class _DeployArgs(ModelVersionArgs):
 
 def deployment_tools(ctx: ToolContext) -> list[GovernedTool]:
     """deploy_model, advance_canary, rollback_model and endpoint_status."""
-    backend = LocalBackend.for_workspace(ctx.workspace, ctx.store_uri)
+    backend = ServingBackends(ctx)
 
     def gate(args: Mapping[str, Any]) -> GateResult:
         return deploy_gate(ctx, backend, args)
