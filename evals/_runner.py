@@ -554,7 +554,10 @@ def run_eval(
     outcomes: dict[tuple[str, int], TrialResult] = {}
     jobs = [(s, t) for s in scenarios for t in range(1, trials + 1)]
     by_seed = {seed: [(s, t) for s, t in jobs if s.fixtures.seed == seed] for seed in SEEDS}
+    from mlops_supervisor._stores import embedded_stores
+
     with (
+        embedded_stores(),  # each trial is a sandbox in its own workspace, never a shared deployment's database
         tempfile.TemporaryDirectory(prefix="mlops-eval-") as tmp,
         SeedBank(Path(tmp) / "seeds") as bank,
         (progress or no_progress)("eval scenarios", len(jobs)) as advance,

@@ -4,6 +4,7 @@ This package imports nothing else of ours: its decisions are pure functions over
 typed records, and its only I/O is the audit log.
 """
 
+from mlops_supervisor.policies._audit_postgres import PostgresAuditLog
 from mlops_supervisor.policies.approvals import (
     ApprovalRequest,
     ApprovalResponse,
@@ -15,7 +16,7 @@ from mlops_supervisor.policies.approvals import (
     new_approval_request,
     request_statement,
 )
-from mlops_supervisor.policies.audit import AuditLog, AuditVerification, verify_audit_log
+from mlops_supervisor.policies.audit import AuditLog, AuditStore, AuditVerification, verify_audit_log
 from mlops_supervisor.policies.decisions import Decision, DecisionKind, ReasonCode
 from mlops_supervisor.policies.engine import ProposedCall, approval_binding, decide_tool_call
 from mlops_supervisor.policies.errors import (
@@ -40,6 +41,7 @@ __all__ = [
     "ApprovalRequest",
     "ApprovalResponse",
     "AuditLog",
+    "AuditStore",
     "AuditVerification",
     "Decision",
     "DecisionKind",
@@ -51,6 +53,7 @@ __all__ = [
     "PatternRedactor",
     "Policy",
     "PolicyFileError",
+    "PostgresAuditLog",
     "ProposedCall",
     "ReasonCode",
     "Redactor",

@@ -4,6 +4,10 @@ Appends are serialised across processes with an exclusive ``flock`` on a lock fi
 so concurrent CLI processes and threads never interleave or fork the chain. A small
 head file records the last sequence number and hash, so a truncated tail is caught
 as surely as an edited, deleted or swapped line.
+
+``AuditStore`` is what every user of the chain relies on: this file chain (``AuditLog``, the
+embedded default) and the same chain in a PostgreSQL table (``PostgresAuditLog``, in
+``_audit_postgres.py``, for hosts that share one chain) both implement it.
 """
 
 from __future__ import annotations
@@ -16,9 +20,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["GENESIS_HASH", "AuditLog", "AuditVerification", "verify_audit_log"]
+__all__ = ["GENESIS_HASH", "AuditLog", "AuditStore", "AuditVerification", "verify_audit_log"]
 
 GENESIS_HASH = "0" * 64
 
@@ -31,6 +35,31 @@ def _canonical(record: dict[str, Any]) -> bytes:
 
 def _line_hash(record_without_hash: dict[str, Any]) -> str:
     return hashlib.sha256(_canonical(record_without_hash)).hexdigest()
+
+
+class AuditStore(Protocol):
+    """A hash-chained, append-only audit log, wherever it is kept."""
+
+    @property
+    def location(self) -> str:
+        """Where the chain is: a file path, or ``postgresql://HOST:PORT/DB#TABLE`` (never credentials)."""
+        ...
+
+    def append(self, event: str, **fields: Any) -> dict[str, Any]:
+        """Append one event (its fields redacted) and return the record as written, hash included."""
+        ...
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every record, oldest first."""
+        ...
+
+    def verify(self) -> AuditVerification:
+        """Recompute the whole chain and name the first record that breaks it."""
+        ...
+
+    def close(self) -> None:
+        """Release what the store holds open (it reopens on the next use)."""
+        ...
 
 
 class AuditLog:
@@ -46,6 +75,15 @@ class AuditLog:
         self._redact = redact
         self._fsync = fsync
         self._open: tuple[int, int, int] | None = None
+
+    @property
+    def location(self) -> str:
+        """The log file's path."""
+        return str(self.path)
+
+    def verify(self) -> AuditVerification:
+        """``verify_audit_log`` of this file."""
+        return verify_audit_log(self.path)
 
     def append(self, event: str, **fields: Any) -> dict[str, Any]:
         """Append one event and return the record as written (hash included)."""

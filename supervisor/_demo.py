@@ -33,6 +33,7 @@ from mlops_supervisor._api import Supervisor
 from mlops_supervisor._policy_store import policy_in_force
 from mlops_supervisor._results import Report, RunResult
 from mlops_supervisor._settings import default_user
+from mlops_supervisor._stores import embedded_stores
 from mlops_supervisor._workspace import Workspace
 from mlops_supervisor.agents import SPECIALISTS
 from mlops_supervisor.policies import verify_audit_log
@@ -138,7 +139,7 @@ def run_demo(
     """
     try:
         # the on-call owner's webhook: a receiver on loopback stands in for their Slack or Alertmanager
-        with _mlflow_event_prints_off(), WebhookReceiver() as hook:
+        with _mlflow_event_prints_off(), embedded_stores(), WebhookReceiver() as hook:
             return _run_demo(workspace, hook, requester=requester, console=console, keep_serving=keep_serving)
     finally:
         if not keep_serving:

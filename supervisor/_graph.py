@@ -32,7 +32,7 @@ from mlops_supervisor.agents import SPECIALISTS, AgentSpec, load_prompt
 from mlops_supervisor.policies import (
     ApprovalRequest,
     ApprovalResponse,
-    AuditLog,
+    AuditStore,
     Decision,
     Policy,
     ProposedCall,
@@ -114,7 +114,7 @@ class Runtime:
     """Everything the nodes need, injected once."""
 
     policy: Policy
-    audit: AuditLog
+    audit: AuditStore
     redactor: Redactor
     tools: ToolRegistry
     models: ModelProvider
@@ -687,7 +687,7 @@ def _finish_node(runtime: Runtime) -> _Node[dict[str, Any]]:
     def finish(state: SupervisorState) -> dict[str, Any]:
         status = derive_status(state)
         report = build_report(
-            state, status=status, design=runtime.design_note(state), audit_path=str(runtime.audit.path)
+            state, status=status, design=runtime.design_note(state), audit_path=runtime.audit.location
         )
         runtime.audit.append("finish", thread_id=state.get("thread_id"), status=status, steps=state.get("steps", 0))
         runtime.log.info("finish", thread_id=state.get("thread_id"), status=status)

@@ -24,16 +24,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
 from mlops_supervisor._settings import Settings
+from mlops_supervisor._stores import open_audit
 from mlops_supervisor._workspace import Workspace
 from mlops_supervisor.policies import (
     AuditLog,
+    AuditStore,
     Policy,
     PolicyFileError,
     Signed,
     UsageError,
     load_policy,
     sign_statement,
-    verify_audit_log,
     verify_statement,
 )
 from mlops_supervisor.policies.floors import policy_widenings
@@ -51,17 +52,19 @@ def _history(workspace: Workspace, digest: str) -> Path:
     return workspace.root / "policies" / f"{digest}.yaml"
 
 
-def _records(workspace: Workspace, event: str) -> list[dict[str, Any]]:
-    """Every ``event`` record of an intact audit chain, oldest first."""
-    if not workspace.audit_path.exists():
+def _records(workspace: Workspace, audit: AuditStore | None, event: str) -> list[dict[str, Any]]:
+    """Every ``event`` record of an intact audit chain (``audit``; None: the workspace's file), oldest first."""
+    if audit is None:
+        audit = AuditLog(workspace.audit_path)
+    if isinstance(audit, AuditLog) and not audit.path.exists():
         return []
-    check = verify_audit_log(workspace.audit_path)
+    check = audit.verify()
     if not check.ok:
         raise PolicyFileError(
-            f"the audit log is broken at line {check.bad_line} ({check.problem}): the policy in force cannot be "
-            "established until it is restored"
+            f"the audit log {audit.location} is broken at line {check.bad_line} ({check.problem}): the policy in "
+            "force cannot be established until it is restored"
         )
-    return [r for r in AuditLog(workspace.audit_path).records() if r.get("event") == event]
+    return [r for r in audit.records() if r.get("event") == event]
 
 
 def _stored_policy(workspace: Workspace, digest: str) -> Policy:
@@ -115,9 +118,10 @@ def _check_installation(workspace: Workspace, record: dict[str, Any], policy: Po
         raise PolicyFileError(f"the loosening of the workspace policy was not approved: {problem}")
 
 
-def policy_in_force(workspace: Workspace) -> Policy:
-    """The workspace's installed policy, verified; the built-in default when none was ever installed."""
-    installs = _records(workspace, "policy_installed")
+def policy_in_force(workspace: Workspace, audit: AuditStore | None = None) -> Policy:
+    """The workspace's installed policy, verified against the installation records of ``audit`` (default: the
+    workspace's file chain); the built-in default when none was ever installed."""
+    installs = _records(workspace, audit, "policy_installed")
     path = workspace.policy_path
     if not path.exists():
         if installs:
@@ -143,9 +147,21 @@ def policy_in_force(workspace: Workspace) -> Policy:
     return policy
 
 
-def resolve_policy(workspace: Workspace, policy: Path | Policy | None, settings: Settings) -> Policy:
-    """The policy for this run: the workspace's, or one given that only tightens it (``PolicyFileError`` if not)."""
-    floor = policy_in_force(workspace)
+def resolve_policy(
+    workspace: Workspace, policy: Path | Policy | None, settings: Settings, *, audit: AuditStore | None = None
+) -> Policy:
+    """The policy for this run: the workspace's, or one given that only tightens it (``PolicyFileError`` if not).
+
+    The workspace's policy is checked against the audit chain the settings name (or ``audit``, when given).
+    """
+    if audit is None:
+        opened = open_audit(settings, workspace.root)
+        try:
+            floor = policy_in_force(workspace, opened)
+        finally:
+            opened.close()
+    else:
+        floor = policy_in_force(workspace, audit)
     if isinstance(policy, Policy):
         candidate = policy
     else:
@@ -163,13 +179,13 @@ def resolve_policy(workspace: Workspace, policy: Path | Policy | None, settings:
     return candidate
 
 
-def _installed_digest(workspace: Workspace) -> str:
-    installs = _records(workspace, "policy_installed")
+def _installed_digest(workspace: Workspace, audit: AuditStore) -> str:
+    installs = _records(workspace, audit, "policy_installed")
     return str(installs[-1]["digest"]) if installs else ""
 
 
 def apply_policy(
-    workspace: Workspace, audit: AuditLog, text: str, *, signer: str, key: Ed25519PrivateKey, source: str
+    workspace: Workspace, audit: AuditStore, text: str, *, signer: str, key: Ed25519PrivateKey, source: str
 ) -> dict[str, Any]:
     """Install ``text`` as the workspace policy, signed by ``signer``; a loosening is only proposed.
 
@@ -177,8 +193,8 @@ def apply_policy(
     default), or ``proposed`` with the command an approver runs.
     """
     candidate = parse_policy(text, source)
-    current = policy_in_force(workspace)
-    previous = _installed_digest(workspace)
+    current = policy_in_force(workspace, audit)
+    previous = _installed_digest(workspace, audit)
     if candidate.digest == current.digest and previous:
         raise UsageError(f"{source} is already the workspace policy ({candidate.digest[:12]})")
     proposal = sign_statement(key, signer, {"kind": "policy_change", "digest": candidate.digest, "previous": previous})
@@ -209,7 +225,7 @@ def apply_policy(
 
 def _install(
     workspace: Workspace,
-    audit: AuditLog,
+    audit: AuditStore,
     text: str,
     candidate: Policy,
     previous: str,
@@ -239,22 +255,22 @@ def _install(
 
 
 def approve_policy(
-    workspace: Workspace, audit: AuditLog, digest_prefix: str, *, approver: str, key: Ed25519PrivateKey
+    workspace: Workspace, audit: AuditStore, digest_prefix: str, *, approver: str, key: Ed25519PrivateKey
 ) -> dict[str, Any]:
     """Approve the proposed loosening whose digest starts with ``digest_prefix`` and install it."""
-    previous = _installed_digest(workspace)
+    previous = _installed_digest(workspace, audit)
     proposals = [
-        r for r in _records(workspace, "policy_proposed") if str(r.get("digest", "")).startswith(digest_prefix)
+        r for r in _records(workspace, audit, "policy_proposed") if str(r.get("digest", "")).startswith(digest_prefix)
     ]
     current = [r for r in proposals if r.get("previous") == previous]
     if len(digest_prefix) < 6 or not current:
-        known = ", ".join(str(r["digest"])[:12] for r in _records(workspace, "policy_proposed")[-5:]) or "none"
+        known = ", ".join(str(r["digest"])[:12] for r in _records(workspace, audit, "policy_proposed")[-5:]) or "none"
         raise UsageError(
             f"no pending policy proposal {digest_prefix!r} against the policy in force (pending: {known}); give at "
             "least 6 characters of its digest"
         )
     record = current[-1]
-    before = policy_in_force(workspace)
+    before = policy_in_force(workspace, audit)
     proposal = Signed.model_validate(record["proposal"])
     if approver not in before.approvers:
         raise UsageError(f"{approver!r} is not an approver of the workspace policy ({', '.join(before.approvers)})")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from mlops_supervisor.policies import (
-    AuditLog,
+    AuditStore,
     Decision,
     GateRefusedError,
     InvalidInputError,
@@ -123,7 +123,7 @@ class Chokepoint:
     """The governed invocation over one policy, audit log and redactor; ``actor`` acts on direct calls."""
 
     policy: Policy
-    audit: AuditLog
+    audit: AuditStore
     redactor: Redactor
     actor: str = ""
 

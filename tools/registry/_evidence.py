@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from mlops_supervisor.policies import AuditLog, InvalidInputError, Policy, RunError, Signed, verify_audit_log
+from mlops_supervisor.policies import AuditStore, InvalidInputError, Policy, RunError, Signed
 from mlops_supervisor.policies.gates import ApprovalRecord, EvaluationEvidence, TrainingEvidence, VersionEvidence
 from mlops_supervisor.policies.identity import verify_statement
 from mlops_supervisor.tools._spec import PipelineSpec
@@ -189,6 +189,14 @@ def _store_answered_no(exc: Exception) -> bool:
 
 def _unreadable(what: str, exc: Exception) -> RunError:
     """The error that stops a gate or a tool whose evidence the store could not give: it never reads as "none"."""
+    import mlflow
+
+    from mlops_supervisor.tools.core import tracking_server_refusal
+
+    # a tracking server's 401/403 already says what to check, and MLflow's own text of it is a paragraph
+    refused = tracking_server_refusal(exc, mlflow.get_registry_uri())
+    if refused is not None:
+        return refused
     return RunError(
         f"could not read {what} from the MLflow store ({type(exc).__name__}: {exc}); stopped, nothing assumed"
     )
@@ -211,7 +219,9 @@ def version_evidence(client: Any, model: str, version: int) -> VersionEvidence:
     )
 
 
-def approval_record(audit: AuditLog, *, model: str, version: int, action: str, policy: Policy) -> ApprovalRecord | None:
+def approval_record(
+    audit: AuditStore, *, model: str, version: int, action: str, policy: Policy
+) -> ApprovalRecord | None:
     """The latest approval of ``action`` on ``model`` ``version`` whose signatures verify, in an intact audit chain.
 
     An audit line is not an approval: the approval is the approver's signed statement it carries
@@ -219,7 +229,7 @@ def approval_record(audit: AuditLog, *, model: str, version: int, action: str, p
     lists. A line whose signatures do not verify is passed over, whatever it says; when only such
     lines exist, ``InvalidInputError`` (``signature_invalid``) says so.
     """
-    check = verify_audit_log(audit.path)
+    check = audit.verify()
     if not check.ok:
         raise InvalidInputError(
             "audit_chain_broken",

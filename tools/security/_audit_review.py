@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from mlops_supervisor.policies import AuditLog, verify_audit_log
+from mlops_supervisor.policies import AuditStore
 
 __all__ = ["ANOMALY_KINDS", "review_audit_log"]
 
@@ -95,9 +95,9 @@ def _record_anomalies(records: Iterable[Mapping[str, Any]], streak: int) -> list
     return found
 
 
-def review_audit_log(audit: AuditLog, *, streak: int = 3, limit: int = 100) -> dict[str, Any]:
+def review_audit_log(audit: AuditStore, *, streak: int = 3, limit: int = 100) -> dict[str, Any]:
     """The chain's state and every anomaly (the first ``limit`` listed), with counts by kind."""
-    check = verify_audit_log(audit.path)
+    check = audit.verify()
     anomalies = _record_anomalies(audit.records(), streak)
     if not check.ok:
         anomalies.insert(0, {"kind": "chain_broken", "line": check.bad_line, "problem": check.problem})
