@@ -15,7 +15,16 @@ from mlops_supervisor.tools.core._files import publish_dir, write_atomic, write_
 from mlops_supervisor.tools.core._locks import model_lock
 from mlops_supervisor.tools.core._models import TRUSTED_ROOTS, foreign_types, load_sklearn_model
 from mlops_supervisor.tools.core._schemas import ModelArgs, ModelVersionArgs, SpecArgs, checked_name, to_json
-from mlops_supervisor.tools.core._store import artifact_root, default_tracking_uri, ensure_experiment, using_store
+from mlops_supervisor.tools.core._store import (
+    TrackingServerRefusedError,
+    artifact_root,
+    check_tracking_uri,
+    default_tracking_uri,
+    ensure_experiment,
+    server_of,
+    tracking_server_refusal,
+    using_store,
+)
 from mlops_supervisor.tools.core._tool import GateResult, GovernedTool, Invoke, ToolRegistry
 
 __all__ = [
@@ -34,7 +43,9 @@ __all__ = [
     "SpecArgs",
     "ToolContext",
     "ToolRegistry",
+    "TrackingServerRefusedError",
     "artifact_root",
+    "check_tracking_uri",
     "checked_name",
     "context_egress",
     "default_tracking_uri",
@@ -47,7 +58,9 @@ __all__ = [
     "no_progress",
     "publish_dir",
     "run_gate",
+    "server_of",
     "to_json",
+    "tracking_server_refusal",
     "using_store",
     "write_atomic",
     "write_json_atomic",
