@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
@@ -13,7 +12,6 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from langchain_core.messages import HumanMessage
-from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.errors import GraphRecursionError
 from langgraph.types import Command
 
@@ -49,6 +47,7 @@ from mlops_supervisor._results import (
 )
 from mlops_supervisor._settings import Settings
 from mlops_supervisor._state import ThreadStatus, initial_state
+from mlops_supervisor._stores import open_audit, open_checkpoints
 from mlops_supervisor._tracing import SupervisorTracing, TracedRun
 from mlops_supervisor._usage import usage_result
 from mlops_supervisor._workspace import Workspace
@@ -56,7 +55,6 @@ from mlops_supervisor.agents import SPECIALISTS
 from mlops_supervisor.policies import (
     ApprovalRequest,
     ApprovalResponse,
-    AuditLog,
     Policy,
     PolicyFileError,
     Redactor,
@@ -68,7 +66,6 @@ from mlops_supervisor.policies import (
     redact_value,
     request_statement,
     sign_statement,
-    verify_audit_log,
 )
 from mlops_supervisor.policies.identity import default_key_dir, load_private_key
 from mlops_supervisor.policies.pii import PresidioRedactor
@@ -126,16 +123,21 @@ class Supervisor:
         self.model_spec = model or self.settings.model
         self._providers: dict[str, ModelProvider] = {}
         self._provider(self.model_spec)
-        self.policy = resolve_policy(self.workspace, policy, self.settings)
+        # The audit chain first: the policy in force is read from it. A shared PostgreSQL chain (MLOPS_DATABASE_URL)
+        # is reached now, so an unreachable server stops this before the workspace is created; the file is
+        # only created by the first append.
+        self.audit = open_audit(
+            self.settings, self.workspace.root, redact=lambda value: redact_value(self.redactor, value)
+        )
+        try:
+            self.policy = resolve_policy(self.workspace, policy, self.settings, audit=self.audit)
+        except BaseException:
+            self.audit.close()
+            raise
         # One redactor on every boundary: Presidio with the secret recognizers and the MLOps allow-list
         # (policies/pii.py); its NLP model loads on the first text that could hold a name, once per process.
         self.redactor: Redactor = redactor or PresidioRedactor()
         self.workspace = Workspace.open(root)
-        self.audit = AuditLog(
-            self.workspace.audit_path,
-            redact=lambda value: redact_value(self.redactor, value),
-            fsync=self.settings.audit_fsync,
-        )
         self.log = make_logger(self.workspace.logs_dir, redactor=self.redactor, console_level=self.settings.log_level)
         # Every graph invocation is an MLflow trace in the workspace's store, redacted span by span (_tracing.py).
         self._tracing = SupervisorTracing(
@@ -150,26 +152,31 @@ class Supervisor:
         # Every mutating tool runs through this supervisor's chokepoint, acting as its user, whoever
         # built the registry: `sup.tools.get(name).tool.invoke(...)` is decided and audited like `call`.
         self._chokepoint = Chokepoint(policy=self.policy, audit=self.audit, redactor=self.redactor, actor=self.user)
-        registry = tools or build_tool_registry(
-            ToolContext(
-                workspace=self.workspace.root,
-                audit=self.audit,
-                policy=self.policy,
-                redactor=self.redactor,
-                tracking_uri=self.settings.mlflow_tracking_uri,
-                max_dataset_mb=self.settings.max_dataset_mb,
-                n_jobs=self.settings.n_jobs,
-                pii_hash_key=hash_key.get_secret_value() if hash_key is not None else None,
-                progress=progress or no_progress,
-                clock=self.clock,
-                egress_allow=tuple(e.strip() for e in self.settings.egress_allow.split(",") if e.strip()),
-                slack_webhook_url=slack.get_secret_value() if (slack := self.settings.slack_webhook_url) else None,
-            ),
-            actor=self.user,
+        self._context = ToolContext(
+            workspace=self.workspace.root,
+            audit=self.audit,
+            policy=self.policy,
+            redactor=self.redactor,
+            tracking_uri=self.settings.mlflow_tracking_uri,
+            max_dataset_mb=self.settings.max_dataset_mb,
+            n_jobs=self.settings.n_jobs,
+            pii_hash_key=hash_key.get_secret_value() if hash_key is not None else None,
+            progress=progress or no_progress,
+            clock=self.clock,
+            egress_allow=tuple(e.strip() for e in self.settings.egress_allow.split(",") if e.strip()),
+            slack_webhook_url=slack.get_secret_value() if (slack := self.settings.slack_webhook_url) else None,
+            kubeconfig=self.settings.kubeconfig,
+            kube_context=self.settings.kube_context,
+            prometheus_url=self.settings.prometheus_url,
         )
+        registry = tools or build_tool_registry(self._context, actor=self.user)
         self.tools = registry.routed_through(self._chokepoint.call)
-        self._conn = sqlite3.connect(self.workspace.checkpoints_path, check_same_thread=False)
-        self._saver = SqliteSaver(self._conn)
+        # Threads and their pending approvals: the workspace's SQLite file, or the shared PostgreSQL.
+        try:
+            self._checkpoints = open_checkpoints(self.settings, self.workspace.checkpoints_path)
+        except BaseException:
+            self.audit.close()
+            raise
         self._graphs: dict[str, Any] = {}
 
     # --- plumbing ----------------------------------------------------------------------
@@ -190,7 +197,7 @@ class Supervisor:
                 log=self.log,
                 clock=self.clock,
             )
-            self._graphs[spec] = build_graph(runtime).compile(checkpointer=self._saver)
+            self._graphs[spec] = build_graph(runtime).compile(checkpointer=self._checkpoints.saver)
         return self._graphs[spec]
 
     def _config(self, thread_id: str) -> dict[str, Any]:
@@ -222,7 +229,7 @@ class Supervisor:
             {**values, "failure": values.get("failure") or ("" if awaiting else "the request did not finish")},
             status=status,
             design=f"Model `{values.get('model')}`; policy {self.policy.source}.",
-            audit_path=str(self.audit.path),
+            audit_path=self.audit.location,
         )
         pending = None
         if awaiting:
@@ -246,7 +253,7 @@ class Supervisor:
             pending_approval=pending,
             requester=values.get("requester", ""),
             request=values.get("request", ""),
-            audit_log=str(self.audit.path),
+            audit_log=self.audit.location,
             usage=usage_result(values.get("usage")),
         )
         if not traces:
@@ -270,14 +277,8 @@ class Supervisor:
     # --- public API --------------------------------------------------------------------
 
     def thread_ids(self) -> list[str]:
-        """Every thread in the workspace, oldest first."""
-        try:
-            rows = self._conn.execute(
-                "SELECT thread_id FROM checkpoints GROUP BY thread_id ORDER BY MIN(rowid)"
-            ).fetchall()
-        except sqlite3.OperationalError:
-            return []
-        return [str(r[0]) for r in rows]
+        """Every thread in the workspace (in the shared database, when one is configured), oldest first."""
+        return self._checkpoints.thread_ids()
 
     def _start(
         self, request: str, thread_id: str | None, *, mode: str, commands: list[dict[str, Any]] | None = None
@@ -646,7 +647,7 @@ class Supervisor:
             threads.append(
                 ThreadSummary(thread_id=tid, status=result.status, requester=result.requester, request=result.request)
             )
-        check = verify_audit_log(self.audit.path)
+        check = self.audit.verify()
         waiting = [t for t in threads if t.status == "awaiting_approval"]
         endpoints = self.endpoints()
         down = [f"{e.model} {p}" for e in endpoints for p in e.down]
@@ -687,9 +688,9 @@ class Supervisor:
         A model's production endpoint is named after it; its staging endpoint, with its own router
         and URL, is ``MODEL@staging``.
         """
-        from mlops_supervisor.tools.serving import LocalBackend
+        from mlops_supervisor.tools.serving import ServingBackends
 
-        backend = LocalBackend.for_workspace(self.workspace.root, self.settings.mlflow_tracking_uri)
+        backend = ServingBackends(self._context)
         summaries = []
         for model in backend.models():
             now = backend.status(model)
@@ -700,7 +701,7 @@ class Supervisor:
                     url=router.get("url"),
                     router_alive=bool(router.get("alive")),
                     versions={
-                        v: {k: s[k] for k in ("weight", "alive", "pid", "port")} for v, s in now["versions"].items()
+                        v: {k: s.get(k) for k in ("weight", "alive", "pid", "port")} for v, s in now["versions"].items()
                     },
                     stray=now["stray"],
                 )
@@ -774,9 +775,9 @@ class Supervisor:
 
     def served_models(self) -> list[str]:
         """The models this workspace serves (production endpoints; staging ones end in ``@staging``)."""
-        from mlops_supervisor.tools.serving import LocalBackend
+        from mlops_supervisor.tools.serving import ServingBackends
 
-        return LocalBackend.for_workspace(self.workspace.root, self.settings.mlflow_tracking_uri).models()
+        return ServingBackends(self._context).models()
 
     def mermaid(self) -> str:
         """The graph's Mermaid drawing."""
@@ -784,7 +785,7 @@ class Supervisor:
 
     def close(self) -> None:
         """Release the checkpoint store and log files."""
-        self._conn.close()
+        self._checkpoints.close()
         self.audit.close()
         close_logging(self.workspace.logs_dir)
 

@@ -25,6 +25,7 @@ from mlops_supervisor.policies.errors import GateRefusedError, MlopsSupervisorEr
 
 if TYPE_CHECKING:
     from mlops_supervisor._api import Supervisor
+    from mlops_supervisor.policies.audit import AuditStore
 
 app = typer.Typer(
     name="mlops-supervisor",
@@ -252,6 +253,56 @@ def rollback(
     with _supervisor("offline") as sup:
         result = sup.ask(f"rollback {model_name}")
     _emit(result, as_json)
+
+
+class OutputFormat(enum.StrEnum):
+    yaml = "yaml"
+    json = "json"
+
+
+@app.command()
+def deploy(
+    spec: Annotated[Path, typer.Argument(help="pipeline spec (YAML) whose model is deployed")],
+    version: Annotated[
+        int | None, typer.Option("--version", min=1, help="model version [default: the newest registered]")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print what would be applied to the cluster; change nothing")
+    ] = False,
+    output: Annotated[OutputFormat, typer.Option("--output", "-o", help="format of --dry-run's objects")] = (
+        OutputFormat.yaml
+    ),
+    as_json: JsonFlag = False,
+) -> None:
+    """Deploy a version of SPEC's model through the gates (as `ask "deploy MODEL version N"`); with --dry-run,
+    print the Kubernetes objects its serving target would apply (validated), touching no cluster."""
+    import yaml
+
+    from mlops_supervisor._settings import Settings
+    from mlops_supervisor._workspace import Workspace
+    from mlops_supervisor.tools import load_spec
+    from mlops_supervisor.tools.core import default_tracking_uri
+    from mlops_supervisor.tools.serving import preview
+
+    loaded = load_spec(spec)
+    model = loaded.spec.model.name
+    if not dry_run:
+        if version is None:
+            raise UsageError(f"name the version to deploy: `mlops-supervisor deploy {spec} --version N`")
+        with _supervisor("offline") as sup:
+            result = sup.ask(f"deploy {model} version {version}")
+        _emit(result, as_json)
+    settings = Settings()
+    workspace = Workspace.open(OPTIONS.workspace or settings.workspace, create=False)
+    store = settings.mlflow_tracking_uri or default_tracking_uri(workspace.root)
+    has_store = settings.mlflow_tracking_uri is not None or (workspace.root / "mlflow.db").exists()
+    shown = preview(loaded.spec, store_uri=store if has_store else None, tracking_uri=store, version=version)
+    for note in shown.notes:
+        err.print(f"[yellow]note[/]: {note}")
+    if output is OutputFormat.json:
+        sys.stdout.write(json.dumps(shown.objects, indent=2) + "\n")
+    else:
+        sys.stdout.write(yaml.safe_dump_all(shown.objects, sort_keys=False))
 
 
 def _duration(text: str) -> float:
@@ -561,8 +612,8 @@ def spec_schema() -> None:
 @spec_app.command("check")
 def spec_check(spec: Annotated[Path, typer.Argument(help="pipeline spec (YAML)")], as_json: JsonFlag = False) -> None:
     """Validate SPEC against the schema and the policy without running anything."""
-    from mlops_supervisor._api import resolve_policy
     from mlops_supervisor._pipeline import preflight
+    from mlops_supervisor._policy_store import resolve_policy  # not _api's copy: that imports the whole graph
     from mlops_supervisor._settings import Settings
     from mlops_supervisor._workspace import Workspace
 
@@ -594,7 +645,7 @@ def alert_rules(
     with promtool and amtool where installed: prometheus-rules.yml, alertmanager.yml, prometheus-scrape.yml."""
     from urllib.parse import urlsplit
 
-    from mlops_supervisor._api import resolve_policy
+    from mlops_supervisor._policy_store import resolve_policy  # not _api's copy: that imports the whole graph
     from mlops_supervisor._settings import Settings
     from mlops_supervisor._workspace import Workspace
     from mlops_supervisor.tools import load_spec
@@ -734,10 +785,12 @@ def graph() -> None:
 @audit_app.command("verify")
 def audit_verify(as_json: JsonFlag = False) -> None:
     """Exit 0 when the chain is intact, 1 naming the first bad line otherwise."""
-    from mlops_supervisor.policies.audit import verify_audit_log
-
-    path = _workspace_path() / "audit.jsonl"
-    check = verify_audit_log(path)
+    audit = _audit_store()
+    try:
+        check = audit.verify()
+    finally:
+        audit.close()
+    path = audit.location
     if as_json:
         sys.stdout.write(
             json.dumps(
@@ -766,13 +819,11 @@ def audit_show(
     as_json: JsonFlag = False,
 ) -> None:
     """Print recent audit events."""
-    from mlops_supervisor.policies.audit import AuditLog
-
-    records = [
-        r
-        for r in AuditLog(_workspace_path() / "audit.jsonl").records()
-        if thread is None or r.get("thread_id") == thread
-    ][-limit:]
+    audit = _audit_store()
+    try:
+        records = [r for r in audit.records() if thread is None or r.get("thread_id") == thread][-limit:]
+    finally:
+        audit.close()
     if as_json:
         sys.stdout.write(json.dumps({"status": "done", "events": records}) + "\n")
         return
@@ -823,7 +874,11 @@ def policy_show(as_json: JsonFlag = False) -> None:
     from mlops_supervisor._policy_store import policy_in_force
     from mlops_supervisor._workspace import Workspace
 
-    policy = policy_in_force(Workspace(_workspace_path()))
+    audit = _audit_store()
+    try:
+        policy = policy_in_force(Workspace(_workspace_path()), audit)
+    finally:
+        audit.close()
     facts = {
         "status": "done",
         "source": policy.source,
@@ -884,6 +939,14 @@ def _emit_dict(result: dict[str, Any], as_json: bool) -> NoReturn:
             f"{result['approve_command']}"
         )
     raise typer.Exit(0 if result["status"] == "installed" else 4)
+
+
+def _audit_store() -> AuditStore:
+    """The audit chain the settings name: the workspace's file, or the shared PostgreSQL table."""
+    from mlops_supervisor._settings import Settings
+    from mlops_supervisor._stores import open_audit
+
+    return open_audit(Settings(), _workspace_path())
 
 
 def _workspace_path() -> Path:

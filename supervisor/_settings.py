@@ -5,7 +5,7 @@ from __future__ import annotations
 import getpass
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "default_user"]
@@ -36,12 +36,30 @@ class Settings(BaseSettings):
     )
     allow_model_requests: bool = Field(default=True, description="False refuses every request to a real LLM")
     audit_fsync: bool = Field(default=False, description="fsync the audit log after every line")
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="PostgreSQL database (postgresql://USER@HOST:PORT/DB) shared by several hosts for threads, "
+        "approvals and the audit chain; default the workspace's own files. Give the password through libpq's "
+        "PGPASSWORD or PGPASSFILE (~/.pgpass), which psycopg honours, not in the URL; the URL is never logged "
+        "or shown (only host, port and database are)",
+    )
     log_level: str = Field(default="WARNING", description="console log level; the JSON log file takes INFO and up")
     mlflow_tracking_uri: str | None = Field(
         default=None,
         validation_alias=AliasChoices("MLOPS_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
-        description="MLflow tracking and registry store; default sqlite:///<workspace>/mlflow.db",
+        description="MLflow tracking and registry store; default sqlite:///<workspace>/mlflow.db. A tracking "
+        "server's credentials go in MLflow's own MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
+        "MLFLOW_TRACKING_TOKEN), never in the URI (refused)",
     )
+
+    @field_validator("mlflow_tracking_uri")
+    @classmethod
+    def _no_credentials_in_tracking_uri(cls, value: str | None) -> str | None:
+        # UsageError is not a ValueError: pydantic lets it through as is (exit 2, one line, no value echoed)
+        from mlops_supervisor.tools.core import check_tracking_uri
+
+        return check_tracking_uri(value)
+
     max_dataset_mb: float = Field(
         default=1024.0, gt=0, description="largest data set a tool loads (file size and size in memory), in MB"
     )
@@ -86,4 +104,18 @@ class Settings(BaseSettings):
         default="",
         description="comma-separated destinations this process may also reach (host, host:port, *.domain or a URL), "
         "besides loopback, the MLflow tracking server and the LLM base URL; anything else is refused",
+    )
+    kubeconfig: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MLOPS_KUBECONFIG", "KUBECONFIG"),
+        description="kubeconfig of the cluster a kubernetes or kserve serving target deploys to; default the "
+        "in-cluster service account (or ~/.kube/config); its API server's host joins the egress allow-list",
+    )
+    kube_context: str | None = Field(
+        default=None, description="the kubeconfig context to use; default the kubeconfig's current context"
+    )
+    prometheus_url: str | None = Field(
+        default=None,
+        description="Prometheus HTTP API (http://HOST:9090) that the canary analysis of kubernetes and kserve "
+        "endpoints reads the routers' metrics from; its host joins the egress allow-list",
     )

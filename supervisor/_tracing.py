@@ -43,15 +43,11 @@ import json
 import logging
 import os
 import re
-import shutil
 import socket
-import sqlite3
-import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -664,57 +660,6 @@ _ASYNC_ENV = "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING"
 _OWN_FIELDS = frozenset(
     {"mlops.thread_id", "mlops.kind", "mlops.run_ids", "mlops.approval_request", "mlflow.trace.session"}
 )
-_TEMPLATE_LOCK = threading.Lock()
-
-
-def _store_template() -> Path:
-    """An empty MLflow SQLite store of this MLflow version, made once per user (MLflow takes about nine
-    seconds to build its schema): in a folder of the temporary directory only this user can write."""
-    import mlflow
-
-    folder = Path(tempfile.gettempdir()) / f"mlops-supervisor-{os.getuid()}"
-    template = folder / f"mlflow-{mlflow.__version__}-empty.db"
-    with _TEMPLATE_LOCK:
-        folder.mkdir(mode=0o700, exist_ok=True)
-        mine = folder.stat()
-        if mine.st_uid != os.getuid() or mine.st_mode & 0o077:
-            raise PermissionError(f"{folder} is not this user's alone; not using a store template from it")
-        if not template.exists():
-            from mlflow.tracking import MlflowClient
-
-            building = folder / f"building-{uuid.uuid4().hex}.db"
-            MlflowClient(tracking_uri=f"sqlite:///{building}").search_experiments()
-            os.replace(building, template)
-    return template
-
-
-def _new_embedded_store(path: Path, workspace: Path) -> None:
-    """Create the workspace's embedded store as a copy of the empty template (its Default experiment's
-    artifacts inside the workspace); another process that created it first wins."""
-    from mlops_supervisor.tools.core._store import artifact_root
-
-    try:
-        template = _store_template()
-    except Exception:  # noqa: BLE001 - no template: MLflow builds the schema itself, slowly
-        _log.debug("no MLflow store template", exc_info=True)
-        return
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    try:
-        shutil.copyfile(template, partial)
-        partial.chmod(0o600)
-        connection = sqlite3.connect(partial)
-        try:
-            with connection:
-                connection.execute(
-                    "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
-                    (f"{artifact_root(workspace)}/0",),
-                )
-        finally:
-            connection.close()
-        with suppress(FileExistsError):
-            os.link(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 class _OneWritePerTrace:
@@ -857,13 +802,13 @@ class SupervisorTracing:
     def _experiment(self, *, create: bool) -> str | None:
         if self._experiment_id is not None:
             return self._experiment_id
-        from mlops_supervisor.tools.core._store import ensure_experiment
+        from mlops_supervisor.tools.core._store import create_embedded_store, ensure_experiment
 
         embedded = self._embedded()
         if embedded is not None and not embedded.exists():
             if not create:
                 return None
-            _new_embedded_store(embedded, self.workspace)
+            create_embedded_store(self.workspace)
         client = self._client()
         if create:
             self._experiment_id = ensure_experiment(

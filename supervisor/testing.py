@@ -9,6 +9,9 @@ calls, structured output, 429/5xx, slow answers), scripted with ``Reply`` values
 server that records the alert notifications posted to it (Slack or Alertmanager JSON) and can
 fail the first few, for testing an alert route end to end. ``PostgresServer`` is a throwaway
 PostgreSQL server on loopback (Debian's ``initdb`` and ``pg_ctl``) for the scaled-out stores.
+``PrometheusServer`` is a throwaway Prometheus (Debian's ``prometheus``) scraping the targets it is
+given, for canary analysis read through its HTTP API. ``MlflowServer`` is a throwaway ``mlflow server``
+on loopback, with MLflow's basic-auth app, its users and their grants, for the authenticated tracking server.
 """
 
 from __future__ import annotations
@@ -39,8 +42,10 @@ from mlops_supervisor.policies import ScriptExhaustedError, UsageError
 
 __all__ = [
     "KeyRing",
+    "MlflowServer",
     "OpenAIStub",
     "PostgresServer",
+    "PrometheusServer",
     "Reply",
     "ScriptedChatModel",
     "StubRequest",
@@ -51,6 +56,7 @@ __all__ = [
     "install_policy",
     "load_script",
     "message_from_step",
+    "prometheus_binary",
     "temporary_workspace",
 ]
 
@@ -801,9 +807,15 @@ class PostgresServer:
                 "PostgreSQL is not installed (no initdb/pg_ctl on PATH or under /usr/lib/postgresql); "
                 "`apt-get install postgresql` or set MLOPS_PG_BIN"
             )
-        ids = {"user": self._run_as[0], "group": self._run_as[1], "extra_groups": []} if self._run_as else {}
+        uid, gid = self._run_as or (None, None)
         done = subprocess.run(
-            [str(bindir / args[0]), *args[1:]], capture_output=True, text=True, timeout=self.start_timeout, **ids
+            [str(bindir / args[0]), *args[1:]],
+            capture_output=True,
+            text=True,
+            timeout=self.start_timeout,
+            user=uid,
+            group=gid,
+            extra_groups=[] if self._run_as else None,
         )
         if done.returncode != 0:
             raise RuntimeError(f"{args[0]} failed ({done.returncode}): {(done.stderr or done.stdout).strip()[-2000:]}")
@@ -856,6 +868,395 @@ class PostgresServer:
         self._root, self.port = None, None
 
     def __enter__(self) -> PostgresServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _free_loopback_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class MlflowServer:
+    """A throwaway ``mlflow server`` on 127.0.0.1, with MLflow's basic-auth app unless ``auth=False``.
+
+    ::
+
+        with MlflowServer(postgres.create_database("mlflow")) as server:
+            server.create_user("mlops-supervisor", "a-long-password")
+            # MLFLOW_TRACKING_URI=server.url, MLFLOW_TRACKING_USERNAME/PASSWORD in the environment
+
+    ``backend_store_uri`` is the tracking store (a ``postgresql://`` URL is given to MLflow as
+    ``postgresql+psycopg://``: psycopg 3, no psycopg2); ``None`` is a SQLite file in the server's own
+    directory, as is the basic-auth user store. Artifacts are served by the server (``--serve-artifacts``)
+    from that directory. ``default_permission`` is what every user has on what they did not create
+    (``READ``: requesters can read models but not move their aliases). The admin's password is made up
+    here and handed to MLflow by environment only. ``fast_password_checks`` (a test shortcut, on by
+    default) stores the users' password hashes with one round instead of MLflow's scrypt, which costs a
+    fifth of a second per request on a busy runner. The server and its workers run in their own process
+    group, stopped as one.
+    """
+
+    def __init__(
+        self,
+        backend_store_uri: str | None = None,
+        *,
+        auth: bool = True,
+        default_permission: str = "READ",
+        fast_password_checks: bool = True,
+        start_timeout: float = 120.0,
+    ) -> None:
+        import secrets
+
+        self.fast_password_checks = fast_password_checks
+        self.backend_store_uri = backend_store_uri
+        self.auth = auth
+        self.default_permission = default_permission
+        self.start_timeout = start_timeout
+        self.admin: tuple[str, str] = ("admin", f"admin-{secrets.token_urlsafe(18)}")
+        """The admin's user name and password (only when ``auth``)."""
+        self.port: int | None = None
+        self._root: Path | None = None
+        self._proc: Any = None
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        if self.port is None:
+            raise RuntimeError("the MlflowServer is not started; use it as a context manager or call start()")
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> str:
+        """What the server wrote to its output so far (for a failing test's message)."""
+        if self._root is None or not (self._root / "server.log").exists():
+            return ""
+        return (self._root / "server.log").read_text("utf-8", "replace")
+
+    def _backend(self, root: Path) -> str:
+        uri = self.backend_store_uri or f"sqlite:///{root / 'mlflow.db'}"
+        if uri.startswith("postgresql://"):
+            uri = "postgresql+psycopg://" + uri.removeprefix("postgresql://")
+        return uri
+
+    def start(self) -> MlflowServer:
+        """Start the server on a free loopback port and wait (up to ``start_timeout``) until /health answers."""
+        import os
+        import secrets
+        import subprocess
+        import sys
+
+        import httpx
+
+        if self._proc is not None:
+            return self
+        root = self._root = Path(tempfile.mkdtemp(prefix="mlops-mlflow-"))
+        (root / "artifacts").mkdir()
+        port = _free_loopback_port()
+        args = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", self._backend(root),
+                "--artifacts-destination", str(root / "artifacts"), "--serve-artifacts",
+                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
+        env = {
+            **os.environ,
+            # the job runner and its consumers cost about 2 GB and are not used here
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+        }
+        for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            env.pop(key, None)
+        if self.auth:
+            ini = root / "basic_auth.ini"
+            ini.write_text(
+                "[mlflow]\n"
+                f"default_permission = {self.default_permission}\n"
+                f"database_uri = sqlite:///{root / 'auth.db'}\n"
+                f"admin_username = {self.admin[0]}\n"
+                "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
+                "utf-8",
+            )
+            args[2:2] = ["--app-name", "basic-auth"]
+            env |= {"MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_PASSWORD": self.admin[1]}
+        with (root / "server.log").open("wb") as out:
+            # its own session: `mlflow server` forks uvicorn workers, stopped with the group
+            self._proc = subprocess.Popen(
+                args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=root,
+                start_new_session=True,
+            )  # fmt: skip
+        self.port = port
+        deadline = time.monotonic() + self.start_timeout
+        try:
+            while True:
+                if self._proc.poll() is not None:
+                    raise RuntimeError(f"mlflow server exited ({self._proc.returncode}): {self.log[-3000:]}")
+                try:
+                    if httpx.get(f"{self.url}/health", timeout=2.0).status_code == 200:
+                        if self.auth and self.fast_password_checks:
+                            self._cheap_hash(*self.admin)
+                        return self
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"mlflow server did not answer /health in {self.start_timeout:.0f} s")
+                time.sleep(0.2)  # polling the health endpoint: the server has no readiness signal to wait on
+        except BaseException:
+            self.stop()
+            raise
+
+    def _admin_call(self, path: str, payload: dict[str, Any]) -> Any:
+        import httpx
+
+        if not self.auth:
+            raise RuntimeError("this MlflowServer runs without authentication; there are no users")
+        response = httpx.post(f"{self.url}{path}", json=payload, auth=self.admin, timeout=30.0)
+        if response.status_code != 200:
+            raise RuntimeError(f"{path} answered {response.status_code}: {response.text[:500]}")
+        return response.json() if response.content else None
+
+    def create_user(self, name: str, password: str) -> None:
+        """Create user ``name`` (MLflow's password policy: at least 12 characters)."""
+        self._admin_call("/api/2.0/mlflow/users/create", {"username": name, "password": password})
+        if self.fast_password_checks:
+            self._cheap_hash(name, password)
+
+    def _cheap_hash(self, name: str, password: str) -> None:
+        """Store ``name``'s password under a one-round hash. MLflow checks the password on every request with
+        scrypt, about 0.2 s each on a busy 2-core runner, so a pipeline's few hundred requests would take minutes;
+        werkzeug reads the method from the stored hash, so the server accepts the cheap one as it is."""
+        import sqlite3
+
+        from werkzeug.security import generate_password_hash
+
+        assert self._root is not None
+        with contextlib.closing(sqlite3.connect(self._root / "auth.db")) as db, db:
+            db.execute(
+                "UPDATE users SET password_hash = ? WHERE username = ?",
+                (generate_password_hash(password, method="pbkdf2:sha256:1"), name),
+            )
+
+    def grant(self, model: str, user: str, permission: str) -> None:
+        """Give ``user`` ``permission`` (READ, EDIT, MANAGE or NO_PERMISSIONS) on registered model ``model``."""
+        self._admin_call(
+            "/api/3.0/mlflow/users/permissions/grant",
+            {"username": user, "resource_type": "registered_model", "resource_id": model, "permission": permission},
+        )
+
+    def permission(self, model: str, user: str) -> str:
+        """``user``'s effective permission on registered model ``model`` as the server resolves it (``READ``, ...)."""
+        import httpx
+
+        response = httpx.get(
+            f"{self.url}/api/3.0/mlflow/users/permissions/get",
+            params={"username": user, "resource_type": "registered_model", "resource_id": model},
+            auth=self.admin,
+            timeout=30.0,
+        )
+        if response.status_code != 200:
+            raise RuntimeError(f"permissions/get answered {response.status_code}: {response.text[:500]}")
+        return str(response.json()["permission"])
+
+    def stop(self) -> None:
+        """Stop the server's process group (TERM, then KILL after 5 s) and delete its directory."""
+        import os
+        import shutil
+        import signal
+        import subprocess
+
+        if self._proc is not None:
+            for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self._proc.pid, sig)
+                try:
+                    self._proc.wait(timeout=wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)  # workers that outlived the parent
+            self._proc = None
+        if self._root is not None:
+            shutil.rmtree(self._root, ignore_errors=True)
+        self._root, self.port = None, None
+
+    def __enter__(self) -> MlflowServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def prometheus_binary() -> Path | None:
+    """Debian's ``prometheus`` (``MLOPS_PROMETHEUS_BIN`` overrides), or None where it is not installed."""
+    import os
+    import shutil
+
+    named = os.environ.get("MLOPS_PROMETHEUS_BIN") or shutil.which("prometheus") or "/usr/bin/prometheus"
+    return Path(named) if Path(named).is_file() else None
+
+
+class PrometheusServer:
+    """A throwaway Prometheus on 127.0.0.1 scraping what it is told, its data in its own directory, gone when stopped.
+
+    ::
+
+        with PrometheusServer() as prom:
+            prom.scrape("127.0.0.1:8123", labels={"model": "churn"})   # a router's /metrics
+            prom.wait_for('mlops_requests_total{model="churn"}')        # polls until the series exists
+            # MLOPS_PROMETHEUS_URL=prom.url
+
+    Targets are given with ``scrape`` at any time (file-based discovery, one file per target),
+    so the server can start early, before the routers it will scrape. Prometheus 2.x applies
+    newly discovered targets on a fixed 5 s tick: the first sample of a target is queryable about
+    6 s after ``scrape``; after that every ``scrape_interval``. ``scrape_configs`` adds whole
+    scrape jobs of your own to the configuration. The server runs in its own process group.
+    """
+
+    def __init__(
+        self,
+        *,
+        scrape_interval: float = 1.0,
+        scrape_configs: Sequence[Mapping[str, Any]] = (),
+        start_timeout: float = 30.0,
+    ) -> None:
+        self.scrape_interval = scrape_interval
+        self.scrape_configs = list(scrape_configs)
+        self.start_timeout = start_timeout
+        self.port: int | None = None
+        self._root: Path | None = None
+        self._proc: Any = None
+        self._targets = itertools.count(1)
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``: the HTTP API's base."""
+        if self.port is None:
+            raise RuntimeError("the PrometheusServer is not started; use it as a context manager or call start()")
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> str:
+        """What the server wrote so far (for a failing test's message)."""
+        if self._root is None or not (self._root / "server.log").exists():
+            return ""
+        return (self._root / "server.log").read_text("utf-8", "replace")
+
+    def start(self) -> PrometheusServer:
+        """Write the configuration, start the server on a free loopback port and wait until /-/ready answers."""
+        import subprocess
+
+        import httpx
+
+        if self._proc is not None:
+            return self
+        binary = prometheus_binary()
+        if binary is None:
+            raise RuntimeError(
+                "Prometheus is not installed (no prometheus on PATH or at /usr/bin/prometheus); "
+                "`apt-get install prometheus` (scripts/system-deps.sh) or set MLOPS_PROMETHEUS_BIN"
+            )
+        root = self._root = Path(tempfile.mkdtemp(prefix="mlops-prometheus-"))
+        (root / "targets").mkdir()
+        interval = f"{max(int(self.scrape_interval * 1000), 100)}ms"
+        timeout = f"{max(int(self.scrape_interval * 900), 90)}ms"  # must not exceed the interval
+        config = {
+            "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": timeout},
+            "scrape_configs": [
+                {
+                    "job_name": "targets",
+                    "file_sd_configs": [{"files": [str(root / "targets" / "*.json")], "refresh_interval": "1s"}],
+                },
+                *self.scrape_configs,
+            ],
+        }
+        (root / "prometheus.yml").write_text(yaml.safe_dump(config), "utf-8")
+        port = _free_loopback_port()
+        args = [str(binary), f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1h", "--log.level=warn"]  # fmt: skip
+        with (root / "server.log").open("wb") as out:
+            self._proc = subprocess.Popen(
+                args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=root, start_new_session=True
+            )
+        self.port = port
+        deadline = time.monotonic() + self.start_timeout
+        try:
+            while True:
+                if self._proc.poll() is not None:
+                    raise RuntimeError(f"prometheus exited ({self._proc.returncode}): {self.log[-3000:]}")
+                try:
+                    if httpx.get(f"{self.url}/-/ready", timeout=2.0).status_code == 200:
+                        return self
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"prometheus did not answer /-/ready in {self.start_timeout:.0f} s")
+                time.sleep(0.1)  # polling readiness: the server has no other signal to wait on
+        except BaseException:
+            self.stop()
+            raise
+
+    def scrape(self, target: str, *, labels: Mapping[str, str] | None = None) -> Path:
+        """Scrape ``target`` (``HOST:PORT``, its ``/metrics``) from now on, its series labelled ``labels``.
+
+        The file written is the target's; deleting it stops the scraping.
+        """
+        if self._root is None:
+            raise RuntimeError("the PrometheusServer is not started; use it as a context manager or call start()")
+        path = self._root / "targets" / f"target-{next(self._targets)}.json"
+        staged = path.with_suffix(".tmp")  # written whole, then renamed: discovery never reads half a file
+        staged.write_text(json.dumps([{"targets": [target], "labels": dict(labels or {})}]), "utf-8")
+        staged.replace(path)
+        return path
+
+    def query(self, query: str) -> list[dict[str, Any]]:
+        """The instant ``query``'s result list (``[{"metric": {...}, "value": [t, "v"]}]``)."""
+        import httpx
+
+        answer = httpx.get(f"{self.url}/api/v1/query", params={"query": query}, timeout=10.0)
+        body = answer.json()
+        if answer.status_code != 200 or body.get("status") != "success":
+            raise RuntimeError(f"query {query!r} answered {answer.status_code}: {answer.text[:500]}")
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def wait_for(
+        self, query: str, until: Callable[[list[dict[str, Any]]], bool] = bool, *, timeout: float = 30.0
+    ) -> list[dict[str, Any]]:
+        """Poll ``query`` until ``until(result)`` holds (default: any series); its result, or ``TimeoutError``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.query(query)
+            if until(result):
+                return result
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"query {query!r} did not satisfy the condition in {timeout:g} s; last: {result}")
+            time.sleep(0.2)  # polling the query API: scrapes land on Prometheus' own schedule
+
+    def stop(self) -> None:
+        """Stop the server's process group (TERM, then KILL after 10 s) and delete its directory."""
+        import os
+        import shutil
+        import signal
+        import subprocess
+
+        if self._proc is not None:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self._proc.pid, sig)
+                try:
+                    self._proc.wait(timeout=10.0)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            self._proc = None
+        if self._root is not None:
+            shutil.rmtree(self._root, ignore_errors=True)
+        self._root, self.port = None, None
+
+    def __enter__(self) -> PrometheusServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mlops_supervisor.testing import KeyRing, PostgresServer, install_policy
+from mlops_supervisor.testing import KeyRing, PostgresServer, PrometheusServer, install_policy, prometheus_binary
 
 # A shell that starts a command in the background (`make test &`) starts it with SIGINT ignored, and
 # every process the tests spawn would inherit that: the tests of Ctrl-C (a CLI interrupted while a
@@ -48,6 +48,15 @@ ADULT = REPO / "examples" / "data" / "adult.parquet"
 def postgres() -> Iterator[PostgresServer]:
     """A throwaway PostgreSQL server on loopback for this test process (each test makes its own databases)."""
     with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def prometheus() -> Iterator[PrometheusServer]:
+    """A throwaway Prometheus on loopback for this test process, scraping 1 s apart what a test gives it."""
+    if prometheus_binary() is None:
+        pytest.skip("Debian's prometheus is not installed (scripts/system-deps.sh installs it)")
+    with PrometheusServer(scrape_interval=1.0) as server:
         yield server
 
 
@@ -141,3 +150,16 @@ def cli(workspace: Path) -> Iterator[CliRun]:
 
     for root in (workspace, workspace / "demo"):
         LocalBackend.for_workspace(root).down()
+
+
+@pytest.fixture
+def kube() -> Iterator[Any]:
+    """A Kubernetes API emulator on loopback (``tests._kube.KubeEmulator``), stopped afterwards."""
+    from tests._kube import KubeEmulator
+
+    with KubeEmulator() as emulator:
+        yield emulator
+
+
+# CI's sharing of the suite over its xdist workers (see tests/_schedule.py).
+from tests._schedule import pytest_collection_modifyitems, pytest_xdist_make_scheduler  # noqa: E402, F401

@@ -24,6 +24,9 @@ from mlops_supervisor.policies.errors import UsageError
 from .conftest import CliRun
 
 pytest_plugins = ["pytester"]
+# The inner pytest runs in a folder of its own, without this project's addopts: kmock's plugin, which
+# imports pytest-asyncio (not installed), must be turned off there too.
+_INNER = ("-p", "no:cacheprovider", "-p", "no:kmock")
 
 
 def _mismatch(
@@ -378,7 +381,7 @@ def test_plugin_collects_eval_files_and_reports_mismatches(pytester: pytest.Pyte
     pytester.makefile(".eval.yaml", checks=_SCENARIOS)
     pytester.makepyfile(test_plain="def test_plain():\n    assert True\n")
     junit = pytester.path / "junit.xml"
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v", f"--junitxml={junit}", timeout=240)
+    result = pytester.runpytest_subprocess(*_INNER, "-v", f"--junitxml={junit}", timeout=240)
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(
         ["*checks.eval.yaml::status-answers PASSED*", "*checks.eval.yaml::status-is-refused FAILED*"]
@@ -399,7 +402,7 @@ def test_plugin_markers_and_trials(pytester: pytest.Pytester) -> None:
     """`-m blocker` selects by severity and `--mlops-eval-trials 2` makes an item per trial."""
     pytester.makefile(".eval.yaml", checks=_SCENARIOS)
     result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "--strict-markers", "--collect-only", "-q", "-m", "smoke", "--mlops-eval-trials", "2"
+        *_INNER, "--strict-markers", "--collect-only", "-q", "-m", "smoke", "--mlops-eval-trials", "2"
     )
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines(
@@ -410,7 +413,7 @@ def test_plugin_markers_and_trials(pytester: pytest.Pytester) -> None:
             "checks.eval.yaml::status-is-refused[[]trial-2[]]",
         ]
     )
-    blockers = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--collect-only", "-q", "-m", "blocker")
+    blockers = pytester.runpytest_subprocess(*_INNER, "--collect-only", "-q", "-m", "blocker")
     collected = [line for line in blockers.stdout.lines if "::" in line]
     assert collected == ["checks.eval.yaml::status-is-refused"]
 
@@ -420,7 +423,7 @@ def test_plugin_adds_nothing_without_eval_files(pytester: pytest.Pytester) -> No
     pytester.makefile(".yaml", config="scenarios: []\n")
     pytester.makefile(".yml", other="id: x\n")
     pytester.makepyfile(test_plain="def test_plain():\n    assert True\n")
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--collect-only", "-q")
+    result = pytester.runpytest_subprocess(*_INNER, "--collect-only", "-q")
     assert [line for line in result.stdout.lines if "::" in line] == ["test_plain.py::test_plain"]
 
 
@@ -429,9 +432,9 @@ def test_plugin_collects_the_builtin_suite_only_when_asked(pytester: pytest.Pyte
     from mlops_supervisor.evals._format import builtin_scenarios
 
     pytester.makepyfile(test_plain="def test_plain():\n    assert True\n")
-    asked = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--collect-only", "-q", "--mlops-evals")
+    asked = pytester.runpytest_subprocess(*_INNER, "--collect-only", "-q", "--mlops-evals")
     assert asked.ret == 0, asked.stdout.str()
     expected = ["test_plain.py::test_plain", *(f"mlops-evals::{s.id}" for s in builtin_scenarios())]
     assert [line for line in asked.stdout.lines if "::" in line] == expected
-    plain = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--collect-only", "-q")
+    plain = pytester.runpytest_subprocess(*_INNER, "--collect-only", "-q")
     assert [line for line in plain.stdout.lines if "::" in line] == ["test_plain.py::test_plain"]

@@ -8,7 +8,8 @@ gates read), ``serving`` (backends, model server, router, deployment tools) and
 stages read. This module is the public surface.
 """
 
-from mlops_supervisor.tools._catalogue import build_tool_registry
+from typing import TYPE_CHECKING, Any
+
 from mlops_supervisor.tools._spec import LoadedSpec, PipelineSpec, load_spec, spec_json_schema
 from mlops_supervisor.tools.core import (
     GateResult,
@@ -18,6 +19,9 @@ from mlops_supervisor.tools.core import (
     ToolRegistry,
     no_progress,
 )
+
+if TYPE_CHECKING:
+    from mlops_supervisor.tools._catalogue import build_tool_registry
 
 __all__ = [
     "GateResult",
@@ -32,3 +36,15 @@ __all__ = [
     "no_progress",
     "spec_json_schema",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The catalogue imports every tool and with them pandas, scikit-learn and MLflow: about a second a
+    # process. A command that reads only the spec or the tool core (`spec schema`, `audit verify`,
+    # `alert-rules`) does without it, so it is imported when first named.
+    if name == "build_tool_registry":
+        from mlops_supervisor.tools._catalogue import build_tool_registry
+
+        globals()[name] = build_tool_registry
+        return build_tool_registry
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ValidationError
 
 from mlops_supervisor.policies import Decision, UsageError
+
+if TYPE_CHECKING:
+    # langchain_core.tools costs a few tenths of a second to import; a process that only reads the
+    # tool core (`audit verify`, `spec check`) never builds a tool, so it is imported where one is built.
+    from langchain_core.tools import BaseTool
 
 __all__ = ["GateResult", "GovernedTool", "Invoke", "ToolRegistry"]
 
@@ -58,6 +62,8 @@ class GovernedTool:
         # answers for this very tool: its gate, its body, its route.
         body = self._body if self._body is not None else _body_of(self.tool)
         schema = body.args_schema if body.args_schema is not None else body.get_input_schema()
+        from langchain_core.tools import StructuredTool
+
         entry = StructuredTool(name=body.name, description=body.description, args_schema=schema, func=_Entry(self))
         object.__setattr__(self, "_body", body)
         object.__setattr__(self, "tool", entry)
@@ -80,6 +86,8 @@ class GovernedTool:
         available: bool = True,
     ) -> GovernedTool:
         """A governed tool whose body is ``func``, with ``args`` as its argument schema."""
+        from langchain_core.tools import StructuredTool
+
         tool = StructuredTool.from_function(func=func, name=name, description=description, args_schema=args)
         return cls(tool=tool, mutates=mutates, available=available, gate=gate)
 
