@@ -19,6 +19,7 @@ import json
 import re
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -110,9 +111,28 @@ class PostgresAuditLog:
             raise
 
     def _db(self) -> psycopg.Connection[Any]:
-        if self._conn is None:  # closed: reopened on the next use, like the file chain's descriptors
+        # closed, or lost (a server restart, an idle disconnect): reopened on the next use, like the file
+        # chain's descriptors
+        if self._conn is not None and (self._conn.closed or self._conn.broken):
+            self._conn.close()
+            self._conn = None
+        if self._conn is None:
             self._conn = connect(self._url, what="the audit chain", autocommit=True)
         return self._conn
+
+    @contextmanager
+    def _reporting(self, action: str) -> Iterator[None]:
+        """A database error inside the block leaves as one ``RunError`` naming the chain's location."""
+        import psycopg
+
+        try:
+            yield
+        except psycopg.Error as exc:
+            raise RunError(
+                f"{action} the audit chain at {self.location} failed: {type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}; check the database is up and the role's "
+                "privileges on the audit tables"
+            ) from None
 
     def _setup(self) -> None:
         t, head = self.table, f"{self.table}_head"
@@ -149,7 +169,7 @@ class PostgresAuditLog:
     def append(self, event: str, **fields: Any) -> dict[str, Any]:
         """Append one event and return the record as written (hash included)."""
         body = self._redact(fields) if self._redact is not None else fields
-        with self._lock:
+        with self._lock, self._reporting("appending to"):
             conn = self._db()
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._key,))
@@ -172,16 +192,24 @@ class PostgresAuditLog:
                 )
         return record
 
-    def _rows(self) -> Iterator[tuple[int, str, str]]:
-        """(seq, hash, record text) of every row in order, a page at a time."""
+    def _head(self) -> tuple[int, str] | None:
+        """(seq, hash) of the head row as committed now; None when it is missing."""
+        with self._lock, self._reporting("reading"):
+            row = self._db().execute(f"SELECT seq, hash FROM {self.table}_head".encode()).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    def _rows(self, upto: int | None = None) -> Iterator[tuple[int, str, str]]:
+        """(seq, hash, record text) of every row in order (up to seq ``upto``), a page at a time."""
         after = 0
+        last = upto if upto is not None else 2**62
         while True:
-            with self._lock:
+            with self._lock, self._reporting("reading"):
                 rows = (
                     self._db()
                     .execute(
-                        f"SELECT seq, hash, record FROM {self.table} WHERE seq > %s ORDER BY seq LIMIT %s".encode(),
-                        (after, _PAGE),
+                        f"SELECT seq, hash, record FROM {self.table} WHERE seq > %s AND seq <= %s "
+                        "ORDER BY seq LIMIT %s".encode(),
+                        (after, last, _PAGE),
                     )
                     .fetchall()
                 )
@@ -202,9 +230,18 @@ class PostgresAuditLog:
                 yield record
 
     def verify(self) -> AuditVerification:
-        """Recompute the chain and name the first row (by ``seq``) that breaks it; then check the head."""
+        """Recompute the chain up to its head and name the first row (by ``seq``) that breaks it.
+
+        The head is read first: an append commits its row and the head's move together, so the
+        rows up to that head are all there, and rows other hosts append meanwhile (beyond it) are
+        not mistaken for a tampered tail.
+        """
+        head = self._head()
+        if head is None:
+            return AuditVerification(False, 0, 1, f"the head row of {self.table}_head is missing")
+        head_seq, head_hash = head
         prev, count = GENESIS_HASH, 0
-        for seq, hashed, text in self._rows():
+        for seq, hashed, text in self._rows(upto=head_seq):
             count += 1
             try:
                 record = json.loads(text)
@@ -226,11 +263,6 @@ class PostgresAuditLog:
             if _line_hash(record) != claimed or hashed != claimed:
                 return AuditVerification(False, count, count, "content does not match its hash: the row was edited")
             prev = claimed
-        with self._lock:
-            row = self._db().execute(f"SELECT seq, hash FROM {self.table}_head".encode()).fetchone()
-        if row is None:
-            return AuditVerification(False, count, count or 1, f"the head row of {self.table}_head is missing")
-        head_seq, head_hash = int(row[0]), str(row[1])
         if head_seq != count or head_hash != prev:
             return AuditVerification(
                 False,

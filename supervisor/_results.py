@@ -232,7 +232,10 @@ class WorkspaceStatus(BaseModel):
         served = "\n".join(
             f"| {e.model} | {e.url or '-'} | {'up' if e.router_alive else 'DOWN'} | "
             + ", ".join(f"v{v} {s['weight']}% {'up' if s['alive'] else 'DOWN'}" for v, s in e.versions.items())
-            + "".join(f", stray {p['kind']} pid {p['pid']}" for p in e.stray)
+            + "".join(
+                f", stray {p['kind']} " + (f"pid {p['pid']}" if p.get("pid") is not None else str(p.get("name")))
+                for p in e.stray
+            )
             + " |"
             for e in self.endpoints
         )

@@ -108,8 +108,8 @@ class Settings(BaseSettings):
     kubeconfig: Path | None = Field(
         default=None,
         validation_alias=AliasChoices("MLOPS_KUBECONFIG", "KUBECONFIG"),
-        description="kubeconfig of the cluster a kubernetes or kserve serving target deploys to; default the "
-        "in-cluster service account (or ~/.kube/config); its API server's host joins the egress allow-list",
+        description="kubeconfig of the cluster a kubernetes or kserve serving target deploys to (a path, or "
+        "KUBECONFIG's list of paths); without one, the pod's in-cluster service account",
     )
     kube_context: str | None = Field(
         default=None, description="the kubeconfig context to use; default the kubeconfig's current context"
@@ -117,5 +117,12 @@ class Settings(BaseSettings):
     prometheus_url: str | None = Field(
         default=None,
         description="Prometheus HTTP API (http://HOST:9090) that the canary analysis of kubernetes and kserve "
-        "endpoints reads the routers' metrics from; its host joins the egress allow-list",
+        "endpoints reads the routers' metrics from; its host joins the egress allow-list; no credentials in it",
     )
+
+    @field_validator("prometheus_url")
+    @classmethod
+    def _no_credentials_in_prometheus_url(cls, value: str | None) -> str | None:
+        from mlops_supervisor.tools.serving._prometheus import check_prometheus_url
+
+        return None if value is None else check_prometheus_url(value)

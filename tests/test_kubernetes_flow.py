@@ -299,7 +299,7 @@ def test_a_canary_whose_metrics_cannot_be_read_is_not_judged_and_not_started(
     record = (ws / "serving" / MODEL / "canary.json").read_text("utf-8")
     before = emu.snapshot()
     clock.tick(31)
-    unreadable = r"Prometheus at http://127.0.0.1:9/api/v1/query .*did not answer"
+    unreadable = r"Prometheus at http://127\.0\.0\.1:9 \(query .*did not answer"
     with _sup(ws, ring, "alice", clock, dead) as sup, pytest.raises(RunError, match=unreadable):
         sup.tools.get("advance_canary").tool.invoke({"model": MODEL})
     assert (ws / "serving" / MODEL / "canary.json").read_text("utf-8") == record
@@ -311,5 +311,6 @@ def test_a_canary_whose_metrics_cannot_be_read_is_not_judged_and_not_started(
     before = emu.snapshot()
     with _sup(ws, ring, "alice", clock, dead) as sup:
         refused = sup.ask(f"deploy {MODEL} version 3")
-    assert refused.status != "done"
+    assert refused.status == "failed"
+    assert any("Prometheus at http://127.0.0.1:9" in json.dumps(o.output) for o in refused.outputs), refused.outputs
     assert emu.snapshot() == before and f"{MODEL}-v3" not in _deployments(emu)

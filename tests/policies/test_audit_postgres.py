@@ -62,7 +62,8 @@ log.close()
 
 
 def test_four_processes_appending_at_once_make_one_gapless_chain(url: str) -> None:
-    """4 processes x 100 appends at once: 400 rows, seq 1..400, each worker's lines in its order, chain intact."""
+    """4 processes x 100 appends at once: 400 rows, seq 1..400, each worker's lines in its order, chain intact;
+    and every verify run while they append says intact."""
     workers = [
         subprocess.Popen(
             [sys.executable, "-c", _APPENDER, url, str(w), "100"],
@@ -79,6 +80,13 @@ def test_four_processes_appending_at_once_make_one_gapless_chain(url: str) -> No
             assert process.stdin is not None
             process.stdin.write("go\n")
             process.stdin.flush()
+        # verified while the others append: rows beyond the head it read first are not a tampered tail
+        watcher = PostgresAuditLog(url)
+        checks = []
+        while any(p.poll() is None for p in workers):
+            checks.append(watcher.verify())
+        watcher.close()
+        assert checks and all(c.ok for c in checks), [c.problem for c in checks if not c.ok][:1]
         assert [p.wait(timeout=120) for p in workers] == [0, 0, 0, 0]
     finally:
         for process in workers:

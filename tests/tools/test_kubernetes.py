@@ -315,7 +315,9 @@ def test_an_undo_that_fails_too_lists_what_is_left(emu: KubeEmulator) -> None:
         b.deploy("churn", 2, "models:/churn/2", weight=10)
     assert {"churn-v2"} <= emu.stored(DEPLOYMENTS, NS).keys()  # it is there, as the message says
     assert routes(emu) == {"1": 100}
-    assert b.status("churn")["stray"] == ["Deployment/churn-v2"]  # and status shows it, for stop to remove
+    assert b.status("churn")["stray"] == [
+        {"kind": "Deployment", "name": "churn-v2", "pid": None}
+    ]  # and status shows it, for stop to remove
     b.stop("churn")
     assert emu.snapshot() == {}
 
@@ -332,6 +334,28 @@ def test_a_rollout_that_never_becomes_ready_is_rolled_back(emu: KubeEmulator) ->
         b.deploy("churn", 2, "models:/churn/2", weight=10)
     assert "churn-v2" not in emu.stored(DEPLOYMENTS, NS) and routes(emu) == {"1": 100}
     assert ("apps", "deployments", "watch") in used(emu) <= granted("mlops-supervisor-serving")
+
+
+def test_a_rollback_whose_router_is_slow_is_kept_not_undone(emu: KubeEmulator) -> None:
+    """A rollback whose router pods are not ready in time: the routes stay on the version rolled back to (never
+    back on the bad canary), the canary is kept until they are, and the message says so; each route change rolls
+    the router pods (a new routes digest on their template), since a mounted ConfigMap syncs only every minute or so."""
+    b = backend(emu)
+    b.deploy("churn", 1, "models:/churn/1", weight=100)
+    b.deploy("churn", 2, "models:/churn/2", weight=10)
+
+    def digest() -> str:
+        template = emu.stored(DEPLOYMENTS, NS)["churn"]["spec"]["template"]["metadata"]["annotations"]
+        return str(template["mlops-supervisor/routes-sha256"])
+
+    canary_routes = digest()
+    emu.k.controller = controller(never=frozenset({"churn"}))  # the router's Deployment
+    with pytest.raises(
+        RunError, match=r"Deployment ml/churn is not ready: not ready after 1 s.*a rollback is never undone"
+    ):
+        b.rollback("churn", 1)
+    assert routes(emu) == {"1": 100} and digest() != canary_routes
+    assert "churn-v2" in emu.stored(DEPLOYMENTS, NS)  # deleted only once the routers no longer send to it
 
 
 def test_a_kserve_rollout_never_ready_restores_the_previous_service(emu: KubeEmulator) -> None:
@@ -370,7 +394,7 @@ def test_a_stopped_api_server_is_connection_refused(emu: KubeEmulator) -> None:
 
 
 def test_metrics_are_the_readers_and_the_host_is_exposed(emu: KubeEmulator) -> None:
-    """read_metrics asks the configured reader (empty without one); ``host`` is the API server's, for egress."""
+    """read_metrics asks the configured reader (an error without one); ``host`` is the API server's, for egress."""
     seen: list[str] = []
 
     def reader(model: str) -> dict[str, dict[str, Any]]:
@@ -379,7 +403,8 @@ def test_metrics_are_the_readers_and_the_host_is_exposed(emu: KubeEmulator) -> N
 
     b = backend(emu, metrics=reader)
     assert b.read_metrics("churn") == {"1": {"requests": 3.0, "errors": 0.0, "buckets": {}}} and seen == ["churn"]
-    assert backend(emu).read_metrics("churn") == {}
+    with pytest.raises(RunError, match="no metrics reader for churn on Kubernetes"):
+        backend(emu).read_metrics("churn")  # never an empty window in place of evidence
     assert b.host == "127.0.0.1"
 
 

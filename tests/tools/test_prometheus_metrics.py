@@ -125,7 +125,7 @@ def test_an_answer_that_is_not_evidence_is_an_error_naming_the_url_and_query(
         PrometheusMetrics(_url(scripted))("m")
     message = str(failed.value)
     assert said in message
-    assert f"{_url(scripted)}/api/v1/query" in message and 'mlops_requests_total{model="m"}' in message
+    assert f"Prometheus at {_url(scripted)} (query" in message and 'mlops_requests_total{model="m"}' in message
 
 
 def test_a_prometheus_that_is_down_is_an_error_not_an_empty_window(scripted: ThreadingHTTPServer) -> None:
@@ -150,3 +150,20 @@ def test_the_query_names_the_model_label_quoted_and_the_host_must_be_allowed() -
     elsewhere.url = "http://prometheus.example:9090"  # a URL that was never configured
     with pytest.raises(EgressDeniedError, match=r"prometheus\.example"):
         elsewhere("m")
+
+
+def test_a_prometheus_url_with_credentials_is_refused_without_echoing_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A token in the Prometheus URL would ride into messages and the egress list: refused, naming only the server;
+    the setting refuses it the same way, and a URL that is not http(s) is named by its scheme."""
+    from mlops_supervisor._settings import Settings
+    from mlops_supervisor.policies import UsageError
+
+    with pytest.raises(UsageError, match=r"for http://prom\.example:9090 has credentials in it") as refused:
+        PrometheusMetrics("http://reader:t0ps3cret@prom.example:9090")
+    assert "t0ps3cret" not in str(refused.value)
+    monkeypatch.setenv("MLOPS_PROMETHEUS_URL", "https://reader:t0ps3cret@prom.example")
+    with pytest.raises(UsageError, match="has credentials in it") as from_settings:
+        Settings()
+    assert "t0ps3cret" not in str(from_settings.value)
+    with pytest.raises(UsageError, match=r"got scheme 'ftp'"):
+        PrometheusMetrics("ftp://prom.example")

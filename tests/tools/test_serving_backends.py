@@ -101,3 +101,28 @@ def test_a_tampered_record_is_an_error_not_a_quiet_fallback(tmp_path: Path, stor
     (home / "backend.json").write_text("{", "utf-8")
     with pytest.raises(RunError, match=r"backend\.json is not JSON"):
         backends.status("m")
+
+
+def test_what_serves_comes_from_the_versions_spec_not_the_record(tmp_path: Path, store: str) -> None:
+    """An edited backend.json cannot change what serves or where: the namespace and image are read again from the
+    recorded version's spec in the registry, a record naming a version whose spec says otherwise is refused, and
+    a record with no version is refused; each error names the file."""
+    home = tmp_path / "serving" / "m"
+    home.mkdir(parents=True)
+    backends = ServingBackends(_ctx(tmp_path, store))
+    forged = {
+        "target": "kubernetes",
+        "deployed_from_version": 2,
+        "namespace": "kube-system",
+        "context": "someone-elses-cluster",
+        "serving": {"namespace": "kube-system", "image": "evil.example/miner:latest"},
+    }
+    (home / "backend.json").write_text(json.dumps(forged), "utf-8")
+    serving = backends._recorded_serving("m", backends.record("m") or {})
+    assert (serving.namespace, serving.image) == ("ml", "registry.example/mlops:1.0")
+    (home / "backend.json").write_text(json.dumps({**forged, "deployed_from_version": 1}), "utf-8")
+    with pytest.raises(RunError, match=r"backend\.json says m is served on kubernetes from version 1's spec"):
+        backends.status("m")
+    (home / "backend.json").write_text(json.dumps({"target": "kubernetes"}), "utf-8")
+    with pytest.raises(RunError, match=r"backend\.json names no version"):
+        backends.status("m")

@@ -609,3 +609,16 @@ def test_a_ctrl_c_swallowed_while_a_server_starts_still_stops_the_start(
     assert swallowed == [True]
     assert records(home) == []
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_server_processes_do_not_inherit_the_supervisors_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model server or router answers untrusted requests: the shared database's URL and password, the cluster's
+    kubeconfig and the supervisor's keys stay behind; MLflow's own credentials (it reads the model with them) pass."""
+    from mlops_supervisor.tools.serving._processes import _server_environment
+
+    for name in ("MLOPS_DATABASE_URL", "PGPASSWORD", "KUBECONFIG", "MLOPS_KEY", "OPENAI_API_KEY"):
+        monkeypatch.setenv(name, "s3cret")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "for-the-model-server")
+    env = _server_environment()
+    assert "s3cret" not in env.values()
+    assert env["MLFLOW_TRACKING_PASSWORD"] == "for-the-model-server" and env["PATH"] == os.environ["PATH"]

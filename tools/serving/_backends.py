@@ -6,11 +6,12 @@ promotion, ``up``/``down``) by handing each call to the backend that serves the 
 - on ``deploy``, the deployed version's own spec decides (``serving.target`` of the spec its
   training run logged, and ``serving.kubernetes``): ``local`` (or none) is the embedded backend,
   ``kubernetes`` and ``kserve`` the Kubernetes backend in that form;
-- afterwards, ``serving/<endpoint>/backend.json``, written by that deploy, says where the endpoint
-  is (the target, the ``serving.kubernetes`` section it was deployed with, the kubeconfig context),
-  so advance, rollback, status and promote reach the same backend. It never holds a credential or
-  an API URL: the cluster comes from the operator's kubeconfig (``MLOPS_KUBECONFIG``), so a
-  tampered file can point at no other server.
+- afterwards, ``serving/<endpoint>/backend.json``, written by that deploy, says which backend serves
+  the endpoint and from which version's spec, so advance, rollback, status and promote reach the
+  same backend. What is served (namespace, image, storage URI) is read again from that version's
+  spec in the registry on every call, and the cluster from the operator's kubeconfig and context
+  (``MLOPS_KUBECONFIG``, ``MLOPS_KUBE_CONTEXT``): the file holds no URL, credential or configuration,
+  so editing it can change neither what serves nor where.
 
 An endpoint with no record is local, as before. One endpoint is served by one backend: a version
 whose spec names another target than the endpoint's is refused (stop the endpoint first).
@@ -97,11 +98,14 @@ class ServingBackends:
 
     def _kubernetes(self, endpoint: str, record: dict[str, Any]) -> Any:
         """The Kubernetes backend of ``record`` (built once per endpoint and record)."""
-        from mlops_supervisor.tools._spec import KubernetesServing
         from mlops_supervisor.tools.serving._kubernetes import KubernetesBackend
         from mlops_supervisor.tools.serving._manifests import model_label
 
-        key = json.dumps(record, sort_keys=True)
+        # The record says only which backend and which version's spec; what is served (image, storage URI,
+        # namespace) is read again from that version's spec in the registry, and the cluster context from the
+        # settings, so an edited record cannot change what serves or where.
+        serving = self._recorded_serving(endpoint, record)
+        key = json.dumps({"target": record["target"], "serving": serving.model_dump(mode="json")}, sort_keys=True)
         if key not in self._kube:
             ctx = self.ctx
             # the router pods' series carry the endpoint's DNS-safe name, as the pods' model label does
@@ -112,20 +116,36 @@ class ServingBackends:
             )
             self._kube[key] = KubernetesBackend.from_config(
                 form=record["target"],
-                serving=KubernetesServing.model_validate(record["serving"]),
+                serving=serving,
                 tracking_uri=self.tracking_uri,
                 kubeconfig=ctx.kubeconfig,
-                context=record.get("context"),
+                context=ctx.kube_context,
                 metrics=metrics,
             )
         return self._kube[key]
 
+    def _recorded_serving(self, endpoint: str, record: dict[str, Any]) -> KubernetesServing:
+        """The ``serving.kubernetes`` section of the spec the endpoint's recorded version was trained from."""
+        model = endpoint.removesuffix(STAGING_SUFFIX)
+        version = record.get("deployed_from_version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise RunError(
+                f"{self.root / endpoint / BACKEND_RECORD} names no version ({version!r}); restore it or stop the "
+                "endpoint on the cluster by hand"
+            )
+        spec = version_serving(self.ctx, model, version)
+        serving = spec.serving if spec is not None else None
+        if serving is None or serving.target != record["target"] or serving.kubernetes is None:
+            raise RunError(
+                f"{self.root / endpoint / BACKEND_RECORD} says {model} is served on {record['target']} from version "
+                f"{version}'s spec, which says otherwise; restore the file or stop the endpoint on the cluster by hand"
+            )
+        return serving.kubernetes
+
     def _write_record(self, endpoint: str, form: KubeForm, serving: KubernetesServing, version: int) -> dict[str, Any]:
-        record = {
+        record = {  # shown by status; only target and version are read back (``_recorded_serving``)
             "target": form,
             "namespace": serving.namespace,
-            "context": self.ctx.kube_context,
-            "serving": serving.model_dump(mode="json"),
             "deployed_from_version": version,
         }
         write_json_atomic(self.root / endpoint / BACKEND_RECORD, record)
@@ -176,7 +196,17 @@ class ServingBackends:
         assert kube is not None and wanted in ("kubernetes", "kserve")
         form: KubeForm = "kserve" if wanted == "kserve" else "kubernetes"
         # recorded first: an apply that fails half-way leaves an endpoint status and stop can still reach
-        record = self.record(model) or self._write_record(model, form, kube, version)
+        record = self.record(model)
+        if record is None:
+            record = self._write_record(model, form, kube, version)
+        elif self._recorded_serving(model, record) != kube:
+            raise InvalidInputError(
+                "serving_spec_changed",
+                f"{model} is served on {now} as version {record.get('deployed_from_version')}'s spec says "
+                f"(serving.kubernetes); version {version} was trained from a spec with another serving.kubernetes "
+                f"section; one endpoint keeps one configuration: stop it (`mlops-supervisor down {model}`) first, or "
+                "train from a spec with the same section",
+            )
         result: dict[str, Any] = self._kubernetes(model, record).deploy(
             model, version, model_uri, weight=weight, evidence_digest=evidence_digest
         )

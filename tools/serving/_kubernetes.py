@@ -352,11 +352,13 @@ class KubernetesBackend:
     # --- applying a set of objects, all or nothing --------------------------------------------
 
     @contextmanager
-    def _undoable(self) -> Iterator[Callable[[Mapping[str, Any]], dict[str, Any]]]:
+    def _undoable(self, *, undo_not_ready: bool = True) -> Iterator[Callable[[Mapping[str, Any]], dict[str, Any]]]:
         """Apply objects one by one; if anything in the block fails, put back what it applied, newest first.
 
         The error that stopped it is raised again with what was undone, or with what is left
-        when the undo fails too.
+        when the undo fails too. ``undo_not_ready=False`` (a rollback) keeps what was applied when
+        a workload is merely slow to become ready: undoing it would put traffic back on the version
+        being rolled back.
         """
         done: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
 
@@ -370,6 +372,12 @@ class KubernetesBackend:
         try:
             yield apply
         except (RunError, UsageError, _NotReady) as exc:
+            if isinstance(exc, _NotReady) and not undo_not_ready:
+                applied = ", ".join(f"{_ref(obj)[0]} {_ref(obj)[1]}" for obj, _ in done)
+                raise RunError(
+                    f"{exc.kind} {self.namespace}/{exc.name} is not ready: {exc.detail}; what was applied stays "
+                    f"({applied}): a rollback is never undone"
+                ) from None
             undone, left = self._undo(done)
             note = ""
             if undone:
@@ -460,13 +468,16 @@ class KubernetesBackend:
         )
         return f"{shown}; {hint}"
 
-    def _rollout(self, *steps: list[dict[str, Any]], check: Callable[[], None] | None = None) -> None:
+    def _rollout(
+        self, *steps: list[dict[str, Any]], check: Callable[[], None] | None = None, undo_not_ready: bool = True
+    ) -> None:
         """Apply each step's objects and wait for its workloads before the next step; then ``check``.
 
         When anything fails or is not ready in time, everything this call applied is undone
-        and a ``RunError`` says so.
+        and a ``RunError`` says so (a rollback, ``undo_not_ready=False``, keeps what it applied
+        when a workload is only slow).
         """
-        with self._undoable() as apply:
+        with self._undoable(undo_not_ready=undo_not_ready) as apply:
             for objects in steps:
                 for obj in objects:
                     apply(obj)
@@ -554,7 +565,9 @@ class KubernetesBackend:
             )
         return self.status(model)
 
-    def _rollout_isvc(self, model: str, versions: dict[int, VersionServing], *, canary: int | None) -> None:
+    def _rollout_isvc(
+        self, model: str, versions: dict[int, VersionServing], *, canary: int | None, undo_not_ready: bool = True
+    ) -> None:
         (isvc,) = render(model, versions, self.serving, form="kserve", tracking_uri=self.tracking_uri, canary=canary)
         name = isvc["metadata"]["name"]
 
@@ -568,7 +581,7 @@ class KubernetesBackend:
                     "upgrade KServe (and set serving.kubernetes.kserve_version)"
                 )
 
-        self._rollout([isvc], check=canary_kept)
+        self._rollout([isvc], check=canary_kept, undo_not_ready=undo_not_ready)
 
     def set_weights(self, model: str, weights: dict[int, int]) -> dict[str, Any]:
         """Split traffic between running versions; weights must name deployed versions and sum to 100."""
@@ -599,9 +612,9 @@ class KubernetesBackend:
             )
         alone = {to_version: VersionServing(100, found.model_uri, found.evidence_digest)}
         if self.form == "kserve":
-            self._rollout_isvc(model, alone, canary=None)
+            self._rollout_isvc(model, alone, canary=None, undo_not_ready=False)
             return self.status(model)
-        self._rollout(plain_router(model, alone, self.serving))
+        self._rollout(plain_router(model, alone, self.serving), undo_not_ready=False)
         failed = []
         for version in [v for v in self._plain_versions(model)[1] if v != to_version]:
             for kind in ("Deployment", "Service"):
@@ -691,8 +704,10 @@ class KubernetesBackend:
                 "name": object_name(model),
             },
             "versions": out,
-            "stray": [
-                f"Deployment/{d['metadata']['name']}" for v, d in sorted(deployments.items()) if v not in versions
+            "stray": [  # the local backend's shape (a process record); a Deployment has no pid
+                {"kind": "Deployment", "name": d["metadata"]["name"], "pid": None}
+                for v, d in sorted(deployments.items())
+                if v not in versions
             ],
             "conditions": ((router or {}).get("status") or {}).get("conditions") or [],
         }
@@ -730,8 +745,16 @@ class KubernetesBackend:
         }
 
     def read_metrics(self, model: str) -> dict[str, dict[str, Any]]:
-        """Per-version request counts, errors and latency buckets from the configured reader; empty without one."""
-        return self.metrics(model) if self.metrics is not None else {}
+        """Per-version request counts, errors and latency buckets from the configured reader (Prometheus).
+
+        Without one it is an error, never an empty window: a canary must not be judged on no evidence.
+        """
+        if self.metrics is None:
+            raise RunError(
+                f"no metrics reader for {model} on Kubernetes: its canary analysis reads Prometheus; set "
+                "MLOPS_PROMETHEUS_URL (or pass metrics= to KubernetesBackend)"
+            )
+        return self.metrics(model)
 
     def models(self) -> list[str]:
         """The endpoints this project serves in the namespace (their exact names, from the annotations)."""

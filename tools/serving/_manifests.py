@@ -72,6 +72,7 @@ MANAGED_BY = "mlops-supervisor"
 LABEL_MODEL = "mlops-supervisor/model"
 LABEL_VERSION = "mlops-supervisor/version"
 LABEL_ROLE = "mlops-supervisor/role"
+ANN_ROUTES_DIGEST = "mlops-supervisor/routes-sha256"
 ANN_ENDPOINT = "mlops-supervisor/endpoint"
 ANN_EVIDENCE = "mlops-supervisor/evidence-digest"
 ANN_MODEL_URI = "mlops-supervisor/model-uri"
@@ -314,11 +315,12 @@ def plain_router(
     base, ns = object_name(model), serving.namespace
     labels = _labels(model, role="router")
     weights = json.dumps({str(v): s.weight for v, s in sorted(versions.items())}, separators=(",", ":"))
+    table = json.dumps(routes(model, versions, ns, sample_rate), indent=1, sort_keys=True)
     config = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _meta(f"{base}-routes", ns, labels, {ANN_ENDPOINT: model, ANN_VERSIONS: weights}),
-        "data": {"routes.json": json.dumps(routes(model, versions, ns, sample_rate), indent=1, sort_keys=True)},
+        "data": {"routes.json": table},
     }
     home = f"{_STATE}/serving/endpoint"
     link = {
@@ -343,9 +345,13 @@ def plain_router(
         initContainers=[link],
     )
     scrape = {"prometheus.io/scrape": "true", "prometheus.io/port": str(PORT), "prometheus.io/path": "/metrics"}
+    # The kubelet syncs a mounted ConfigMap only every minute or two; a new checksum on the pod template rolls
+    # the router pods instead, so once the Deployment is ready every router serves the new routes, and versions
+    # taken out of them can be deleted without a request still routed to them.
+    rolled = {**scrape, ANN_ROUTES_DIGEST: hashlib.sha256(table.encode("utf-8")).hexdigest()}
     return [
         config,
-        _deployment(base, ns, labels, {ANN_ENDPOINT: model}, serving.replicas, pod, scrape),
+        _deployment(base, ns, labels, {ANN_ENDPOINT: model}, serving.replicas, pod, rolled),
         _service(base, ns, labels, {ANN_ENDPOINT: model, **scrape}),
     ]
 

@@ -166,6 +166,18 @@ def spawn(
         )
 
 
+# What a server process has no use for and must not hold: it answers untrusted requests, so the shared
+# database's address and password, the cluster's credentials and the supervisor's own keys stay behind.
+_WITHHELD = ("MLOPS_DATABASE_URL", "PGPASSWORD", "PGPASSFILE", "KUBECONFIG", "MLOPS_KUBECONFIG", "MLOPS_KEY",
+             "MLOPS_KEY_PASSPHRASE", "MLOPS_SLACK_WEBHOOK_URL", "OPENAI_API_KEY")  # fmt: skip
+
+
+def _server_environment() -> dict[str, str]:
+    """This process's environment less what a server must not hold (``_WITHHELD``); MLflow's own credential
+    variables stay: a model server reads its model from the tracking server with them."""
+    return {k: v for k, v in os.environ.items() if k not in _WITHHELD}
+
+
 def _spawn(
     home: Path,
     args: list[str],
@@ -184,7 +196,7 @@ def _spawn(
             stdout=out,
             stderr=out,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, **env},
+            env={**_server_environment(), **env},
             # its own session: a Ctrl-C of the command that started it does not reach it
             start_new_session=True,
         )

@@ -18,16 +18,34 @@ import json
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
-from mlops_supervisor.policies import RunError
+from mlops_supervisor.policies import RunError, UsageError
 from mlops_supervisor.policies.egress import LOOPBACK
-from mlops_supervisor.tools.core import egress_client
+from mlops_supervisor.tools.core import egress_client, server_of
 
-__all__ = ["PrometheusMetrics"]
+__all__ = ["PrometheusMetrics", "check_prometheus_url"]
 
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def check_prometheus_url(url: str) -> str:
+    """``url`` unchanged when it is an http(s) URL without a user or password in it; else ``UsageError`` naming
+    only its scheme, host and port (messages, the egress list and reports show the URL; a token must not ride in it)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(
+            f"MLOPS_PROMETHEUS_URL must be an http(s) URL of Prometheus' HTTP API (http://HOST:9090); "
+            f"got scheme {parts.scheme or '(none)'!r}"
+        )
+    if "@" in parts.netloc:
+        raise UsageError(
+            f"MLOPS_PROMETHEUS_URL for {server_of(url)} has credentials in it; give the URL without them "
+            "(put Prometheus behind a proxy on the cluster network that needs none)"
+        )
+    return url
 
 
 class PrometheusMetrics:
@@ -52,7 +70,7 @@ class PrometheusMetrics:
         """
         if not _LABEL.match(model_label):
             raise RunError(f"Prometheus label name {model_label!r} is not a valid label name; check the setting")
-        self.url = url.rstrip("/")
+        self.url = check_prometheus_url(url).rstrip("/")
         self.timeout = timeout
         self.model_label = model_label
         self.label_value = label_value
@@ -86,7 +104,7 @@ class PrometheusMetrics:
     def _query(self, client: httpx.Client, query: str) -> list[tuple[dict[str, str], float]]:
         """The (labels, value) pairs of the instant ``query``; ``RunError`` naming URL and query on any failure."""
         endpoint = f"{self.url}/api/v1/query"
-        where = f"Prometheus at {endpoint} (query {query!r})"
+        where = f"Prometheus at {server_of(self.url)} (query {query!r})"
         try:
             response = client.get(endpoint, params={"query": query})
         except httpx.HTTPError as exc:
