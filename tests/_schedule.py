@@ -1,4 +1,4 @@
-"""How CI's two xdist workers share the suite: ``pytest -n 2 --dist loadscope --no-loadscope-reorder``.
+"""How CI's xdist workers share the suite: ``pytest -n 3 --dist loadscope --no-loadscope-reorder``.
 
 xdist's ``loadfile`` sends whole files, those with the most tests first. Here two things differ:
 
@@ -81,6 +81,14 @@ COST: dict[str, float] = {
     "tests/tools/test_training.py::test_experimentation_tools_are_bound_to_their_context": 3,
     # whole files
     "tests/test_pipeline.py": 219,
+    "tests/test_shared_state.py": 80,
+    "tests/test_kubernetes_flow.py": 65,
+    "tests/test_mlflow_server.py": 60,
+    "tests/policies/test_audit_postgres.py": 20,
+    "tests/tools/test_kubernetes.py": 15,
+    "tests/tools/test_prometheus_metrics.py": 12,
+    "tests/tools/test_serving_backends.py": 10,
+    "tests/test_deploy_cli.py": 10,
     "tests/tools/test_serving.py": 123,
     "tests/test_promotion.py": 74,
     "tests/test_evals_runner.py": 60,
