@@ -20,10 +20,9 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from mlops_supervisor.policies.audit import GENESIS_HASH, AuditVerification, _canonical, _line_hash
+from mlops_supervisor.policies.audit import GENESIS_HASH, AuditVerification, _canonical, _line_hash, chained_record
 from mlops_supervisor.policies.errors import RunError, UsageError
 
 if TYPE_CHECKING:
@@ -175,14 +174,7 @@ class PostgresAuditLog:
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._key,))
                 row = conn.execute(f"SELECT seq, hash FROM {self.table}_head".encode()).fetchone()
                 seq, prev = (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
-                record: dict[str, Any] = {
-                    "seq": seq + 1,
-                    "ts": datetime.now(UTC).isoformat(timespec="microseconds"),
-                    "event": event,
-                    **body,
-                    "prev": prev,
-                }
-                record["hash"] = _line_hash(record)
+                record = chained_record(event, body, seq=seq + 1, prev=prev)
                 conn.execute(
                     f"INSERT INTO {self.table} (seq, hash, record) VALUES (%s, %s, %s)".encode(),
                     (record["seq"], record["hash"], _canonical(record).decode("utf-8")),

@@ -62,6 +62,20 @@ class AuditStore(Protocol):
         ...
 
 
+def chained_record(event: str, body: dict[str, Any], *, seq: int, prev: str) -> dict[str, Any]:
+    """The record of ``event`` at ``seq`` after the line hashed ``prev``, stamped now and carrying its own hash:
+    the one record format of every chain (the file's and the database's)."""
+    record: dict[str, Any] = {
+        "seq": seq,
+        "ts": datetime.now(UTC).isoformat(timespec="microseconds"),
+        "event": event,
+        **body,
+        "prev": prev,
+    }
+    record["hash"] = _line_hash(record)
+    return record
+
+
 class AuditLog:
     """An append-only, hash-chained JSON-lines log at ``path``.
 
@@ -92,14 +106,7 @@ class AuditLog:
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
         try:
             seq, prev = self._read_head(head_fd)
-            record: dict[str, Any] = {
-                "seq": seq + 1,
-                "ts": datetime.now(UTC).isoformat(timespec="microseconds"),
-                "event": event,
-                **body,
-                "prev": prev,
-            }
-            record["hash"] = _line_hash(record)
+            record = chained_record(event, body, seq=seq + 1, prev=prev)
             os.write(log_fd, _canonical(record) + b"\n")
             if self._fsync:
                 os.fsync(log_fd)

@@ -882,7 +882,58 @@ def _free_loopback_port() -> int:
         return int(probe.getsockname()[1])
 
 
-class MlflowServer:
+class _ServerProcess:
+    """A server run as its own process group on a free loopback port, in a directory of its own that goes with it.
+
+    Subclasses set ``port``, ``_root`` (the directory, holding ``server.log``) and ``_proc`` in ``start``.
+    """
+
+    port: int | None = None
+    _root: Path | None = None
+    _proc: Any = None
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        if self.port is None:
+            raise RuntimeError(f"the {type(self).__name__} is not started; use it as a context manager or call start()")
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> str:
+        """What the server wrote to its output so far (for a failing test's message)."""
+        if self._root is None or not (self._root / "server.log").exists():
+            return ""
+        return (self._root / "server.log").read_text("utf-8", "replace")
+
+    def stop(self) -> None:
+        """Stop the server's process group (TERM, then KILL after 5 s) and delete its directory."""
+        import os
+        import shutil
+        import signal
+        import subprocess
+
+        if self._proc is not None:
+            for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self._proc.pid, sig)
+                try:
+                    self._proc.wait(timeout=wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)  # workers that outlived the parent
+            self._proc = None
+        if self._root is not None:
+            shutil.rmtree(self._root, ignore_errors=True)
+        self._root, self.port = None, None
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class MlflowServer(_ServerProcess):
     """A throwaway ``mlflow server`` on 127.0.0.1, with MLflow's basic-auth app unless ``auth=False``.
 
     ::
@@ -923,20 +974,6 @@ class MlflowServer:
         self.port: int | None = None
         self._root: Path | None = None
         self._proc: Any = None
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:PORT``."""
-        if self.port is None:
-            raise RuntimeError("the MlflowServer is not started; use it as a context manager or call start()")
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log(self) -> str:
-        """What the server wrote to its output so far (for a failing test's message)."""
-        if self._root is None or not (self._root / "server.log").exists():
-            return ""
-        return (self._root / "server.log").read_text("utf-8", "replace")
 
     def _backend(self, root: Path) -> str:
         uri = self.backend_store_uri or f"sqlite:///{root / 'mlflow.db'}"
@@ -1059,34 +1096,8 @@ class MlflowServer:
             raise RuntimeError(f"permissions/get answered {response.status_code}: {response.text[:500]}")
         return str(response.json()["permission"])
 
-    def stop(self) -> None:
-        """Stop the server's process group (TERM, then KILL after 5 s) and delete its directory."""
-        import os
-        import shutil
-        import signal
-        import subprocess
-
-        if self._proc is not None:
-            for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self._proc.pid, sig)
-                try:
-                    self._proc.wait(timeout=wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._proc.pid, signal.SIGKILL)  # workers that outlived the parent
-            self._proc = None
-        if self._root is not None:
-            shutil.rmtree(self._root, ignore_errors=True)
-        self._root, self.port = None, None
-
     def __enter__(self) -> MlflowServer:
         return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def prometheus_binary() -> Path | None:
@@ -1098,7 +1109,7 @@ def prometheus_binary() -> Path | None:
     return Path(named) if Path(named).is_file() else None
 
 
-class PrometheusServer:
+class PrometheusServer(_ServerProcess):
     """A throwaway Prometheus on 127.0.0.1 scraping what it is told, its data in its own directory, gone when stopped.
 
     ::
@@ -1129,20 +1140,6 @@ class PrometheusServer:
         self._root: Path | None = None
         self._proc: Any = None
         self._targets = itertools.count(1)
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:PORT``: the HTTP API's base."""
-        if self.port is None:
-            raise RuntimeError("the PrometheusServer is not started; use it as a context manager or call start()")
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log(self) -> str:
-        """What the server wrote so far (for a failing test's message)."""
-        if self._root is None or not (self._root / "server.log").exists():
-            return ""
-        return (self._root / "server.log").read_text("utf-8", "replace")
 
     def start(self) -> PrometheusServer:
         """Write the configuration, start the server on a free loopback port and wait until /-/ready answers."""
@@ -1235,29 +1232,5 @@ class PrometheusServer:
                 raise TimeoutError(f"query {query!r} did not satisfy the condition in {timeout:g} s; last: {result}")
             time.sleep(0.2)  # polling the query API: scrapes land on Prometheus' own schedule
 
-    def stop(self) -> None:
-        """Stop the server's process group (TERM, then KILL after 10 s) and delete its directory."""
-        import os
-        import shutil
-        import signal
-        import subprocess
-
-        if self._proc is not None:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self._proc.pid, sig)
-                try:
-                    self._proc.wait(timeout=10.0)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-            self._proc = None
-        if self._root is not None:
-            shutil.rmtree(self._root, ignore_errors=True)
-        self._root, self.port = None, None
-
     def __enter__(self) -> PrometheusServer:
         return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

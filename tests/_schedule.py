@@ -1,4 +1,4 @@
-"""How CI's xdist workers share the suite: ``pytest -n 3 --dist loadscope --no-loadscope-reorder``.
+"""How CI's two xdist workers share the suite: ``pytest -n 2 --dist loadscope --no-loadscope-reorder``.
 
 xdist's ``loadfile`` sends whole files, those with the most tests first. Here two things differ:
 

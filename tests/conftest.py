@@ -61,9 +61,15 @@ def prometheus() -> Iterator[PrometheusServer]:
 
 
 @pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    """A fresh workspace path (not yet created)."""
-    return tmp_path / "ws"
+def workspace(tmp_path: Path) -> Iterator[Path]:
+    """A fresh workspace path (not yet created); whatever it still serves when the test ends is stopped, so a
+    test that fails (or forgets) before its own ``down`` leaves no server running."""
+    ws = tmp_path / "ws"
+    yield ws
+    if (ws / "serving").exists():
+        from mlops_supervisor.tools.serving import LocalBackend
+
+        LocalBackend.for_workspace(ws).down()
 
 
 @pytest.fixture(autouse=True)
