@@ -785,11 +785,8 @@ def graph() -> None:
 @audit_app.command("verify")
 def audit_verify(as_json: JsonFlag = False) -> None:
     """Exit 0 when the chain is intact, 1 naming the first bad line otherwise."""
-    audit = _audit_store()
-    try:
+    with _audit_store() as audit:
         check = audit.verify()
-    finally:
-        audit.close()
     path = audit.location
     if as_json:
         sys.stdout.write(
@@ -819,11 +816,8 @@ def audit_show(
     as_json: JsonFlag = False,
 ) -> None:
     """Print recent audit events."""
-    audit = _audit_store()
-    try:
+    with _audit_store() as audit:
         records = [r for r in audit.records() if thread is None or r.get("thread_id") == thread][-limit:]
-    finally:
-        audit.close()
     if as_json:
         sys.stdout.write(json.dumps({"status": "done", "events": records}) + "\n")
         return
@@ -874,11 +868,8 @@ def policy_show(as_json: JsonFlag = False) -> None:
     from mlops_supervisor._policy_store import policy_in_force
     from mlops_supervisor._workspace import Workspace
 
-    audit = _audit_store()
-    try:
+    with _audit_store() as audit:
         policy = policy_in_force(Workspace(_workspace_path()), audit)
-    finally:
-        audit.close()
     facts = {
         "status": "done",
         "source": policy.source,
@@ -941,12 +932,17 @@ def _emit_dict(result: dict[str, Any], as_json: bool) -> NoReturn:
     raise typer.Exit(0 if result["status"] == "installed" else 4)
 
 
-def _audit_store() -> AuditStore:
-    """The audit chain the settings name: the workspace's file, or the shared PostgreSQL table."""
+@contextmanager
+def _audit_store() -> Iterator[AuditStore]:
+    """The audit chain the settings name (the workspace's file, or the shared PostgreSQL table), closed after."""
     from mlops_supervisor._settings import Settings
     from mlops_supervisor._stores import open_audit
 
-    return open_audit(Settings(), _workspace_path())
+    audit = open_audit(Settings(), _workspace_path())
+    try:
+        yield audit
+    finally:
+        audit.close()
 
 
 def _workspace_path() -> Path:

@@ -67,6 +67,8 @@ class ServingBackends:
         self.local = LocalBackend.for_workspace(ctx.workspace, self.tracking_uri)
         self.root = Path(ctx.workspace) / "serving"
         self._kube: dict[str, Any] = {}
+        # a version's training spec is a logged artifact that never changes: read once per version, not per call
+        self._specs: dict[tuple[str, int], PipelineSpec | None] = {}
 
     # --- the record ------------------------------------------------------------------------
 
@@ -133,7 +135,9 @@ class ServingBackends:
                 f"{self.root / endpoint / BACKEND_RECORD} names no version ({version!r}); restore it or stop the "
                 "endpoint on the cluster by hand"
             )
-        spec = version_serving(self.ctx, model, version)
+        if (model, version) not in self._specs:
+            self._specs[model, version] = version_serving(self.ctx, model, version)
+        spec = self._specs[model, version]
         serving = spec.serving if spec is not None else None
         if serving is None or serving.target != record["target"] or serving.kubernetes is None:
             raise RunError(

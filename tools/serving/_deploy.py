@@ -82,14 +82,14 @@ def deploy(
         with using_store(ctx.store_uri) as client:
             found = model_version(client, model, version)
             plan = _deployment_spec(client, found)
-            evidence = version_evidence(client, model, version)
-            digest = evidence_digest(evidence)
             if stable:
+                evidence = version_evidence(client, model, version)
                 decision = _evidence_decision(ctx, evidence, first=False)
+                digest: str | None = evidence_digest(evidence)
                 record = None
-            else:
+            else:  # the approval names the digest of the evidence it was given over
                 decision, record = champion_allowed(ctx, client, model, version, _ACTION)
-                digest = record.evidence_digest if record is not None else digest
+                digest = record.evidence_digest if record is not None else None
             if decision.allowed:
                 decision = _canary_plan_decision(ctx, plan)
             if not decision.allowed:
