@@ -235,11 +235,16 @@ class ChatSession:
     def _turn(self, events: Iterator[Any]) -> None:
         """Show a stream's events as they come; Ctrl-C stops it at the next step."""
         stop = _Stop()
+        self._awaiting = None
         with _first_interrupt_stops(stop):
             try:
                 for event in events:
                     if isinstance(event, RunResult):
                         self._finish_tokens()
+                        if self._awaiting is not None:  # read now: the pause is stored once the stream has ended
+                            self._show_approval(
+                                self._awaiting.thread_id, self._awaiting.approvers, self._awaiting.requester
+                            )
                         self._show_result(event)
                         return
                     self._show(event)
@@ -264,6 +269,7 @@ class ChatSession:
     # --- events ------------------------------------------------------------------------------
 
     _tokens_open = False
+    _awaiting: ApprovalRequired | None = None
 
     def _finish_tokens(self) -> None:
         if self._tokens_open:
@@ -297,7 +303,8 @@ class ChatSession:
                 style="magenta",
             )
         elif isinstance(event, ApprovalRequired):
-            self._show_approval(event.thread_id, event.approvers, event.requester)
+            # Its evidence is shown when the turn ends: the thread's pause is not stored until the stream stops.
+            self._awaiting = event
             return
         elif isinstance(event, AgentReported):
             return  # the model's own text streamed already; the offline planner's repeats the tool's output
