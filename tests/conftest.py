@@ -30,6 +30,7 @@ import pytest
 import yaml
 
 from mlops_supervisor.testing import KeyRing, PostgresServer, PrometheusServer, install_policy, prometheus_binary
+from tests._zygote import run_cli
 
 # A shell that starts a command in the background (`make test &`) starts it with SIGINT ignored, and
 # every process the tests spawn would inherit that: the tests of Ctrl-C (a CLI interrupted while a
@@ -129,7 +130,8 @@ CliRun = Callable[..., subprocess.CompletedProcess[str]]
 
 @pytest.fixture
 def cli(workspace: Path) -> Iterator[CliRun]:
-    """Run the installed ``mlops-supervisor`` in a separate process against ``workspace``.
+    """Run ``mlops-supervisor`` in a separate process against ``workspace``: forked from this worker's zygote,
+    or, with ``fresh=True``, the installed entry point started from scratch.
 
     Afterwards, whatever servers the commands left in ``workspace`` (or its demo) are stopped:
     a CLI killed by a test's timeout cannot stop its own.
@@ -142,11 +144,14 @@ def cli(workspace: Path) -> Iterator[CliRun]:
         ws: Path | None = None,
         cwd: Path | None = None,
         timeout: float = 120,
+        fresh: bool = False,
     ) -> subprocess.CompletedProcess[str]:
         cmd = [CLI, "--workspace", str(ws or workspace), "--as", user]
         if policy is not None:
             cmd += ["--policy", str(policy)]
         env = {**os.environ, "COLUMNS": "200"}  # keep rich from wrapping messages the tests read
+        if not fresh:
+            return run_cli([*cmd, *args], env=env, cwd=cwd, timeout=timeout)
         return subprocess.run(
             [*cmd, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False, env=env
         )

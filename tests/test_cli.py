@@ -272,9 +272,10 @@ ALLOWED_LINES = 'each line must be a JSON string or a JSON object with a string 
 
 
 def _redact(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    from ._zygote import run_cli
     from .conftest import CLI
 
-    return subprocess.run([CLI, "redact", *args], input=stdin, capture_output=True, text=True, timeout=120, check=False)
+    return run_cli([CLI, "redact", *args], input=stdin)
 
 
 def test_redact_prints_a_file_or_stdin_redacted(tmp_path: Path) -> None:

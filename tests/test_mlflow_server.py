@@ -27,6 +27,7 @@ from mlops_supervisor import Settings
 from mlops_supervisor.policies import UsageError
 from mlops_supervisor.testing import KeyRing, MlflowServer, PostgresServer, install_policy
 from mlops_supervisor.tools.core import TrackingServerRefusedError, using_store
+from tests._zygote import run_cli
 from tests.conftest import CLI
 from tests.test_pipeline import _adult_slice, small_spec
 
@@ -53,14 +54,7 @@ class Tracking:
 
     def cli(self, ws: Path, *args: str, who: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         """``mlops-supervisor --workspace ws --as who ARGS`` in its own process; its output is kept."""
-        done = subprocess.run(
-            [CLI, "--workspace", str(ws), "--as", who, *args],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env=env,
-            check=False,
-        )
+        done = run_cli([CLI, "--workspace", str(ws), "--as", who, *args], env=env, timeout=300)
         self.outputs.append(done.stdout + done.stderr)
         return done
 

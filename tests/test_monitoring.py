@@ -25,6 +25,7 @@ from mlops_supervisor.policies import AuditLog, InvalidInputError, PatternRedact
 from mlops_supervisor.testing import KeyRing, WebhookReceiver, install_policy
 from mlops_supervisor.tools.core import ToolContext
 from mlops_supervisor.tools.monitoring._monitor import ENDPOINT_DOWN, _serving_version, monitor_model
+from tests._zygote import run_cli
 from tests.conftest import CLI, store_client
 from tests.test_pipeline import _adult_slice, small_spec
 
@@ -32,9 +33,7 @@ MODEL = "small-model"
 
 
 def _cli(ws: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CLI, "--workspace", str(ws), *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
+    return run_cli([CLI, "--workspace", str(ws), *args], timeout=timeout)
 
 
 def _deploy(ws: Path, tmp_path: Path, keys: KeyRing, hook: str) -> None:

@@ -22,6 +22,7 @@ from mlops_supervisor._settings import Settings
 from mlops_supervisor._workspace import Workspace
 from mlops_supervisor.policies import PatternRedactor, PolicyFileError, PostgresAuditLog, RunError, UsageError
 from mlops_supervisor.testing import KeyRing, PostgresServer
+from tests._zygote import run_cli
 from tests.conftest import CLI
 from tests.test_pipeline import _adult_slice, small_spec
 
@@ -44,15 +45,7 @@ class Hosts:
         """The real CLI on ``host`` (its workspace and key directory) as ``user``."""
         ws, keys = (self.a, self.keys_a) if host == "a" else (self.b, self.keys_b)
         env = {**os.environ, **self.env, "MLOPS_KEY_DIR": str(keys), "COLUMNS": "200"}
-        return subprocess.run(
-            [CLI, "--workspace", str(ws), "--as", user, *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=self.root,
-            timeout=180,
-            check=False,
-        )
+        return run_cli([CLI, "--workspace", str(ws), "--as", user, *args], env=env, cwd=self.root, timeout=180)
 
     def supervisor(self, host: str, user: str) -> Supervisor:
         """A supervisor in this process on ``host`` as ``user`` (the pattern redactor: Presidio is not the subject)."""

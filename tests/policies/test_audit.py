@@ -11,6 +11,7 @@ import pytest
 
 from mlops_supervisor.policies import AuditLog, PatternRedactor, redact_value, verify_audit_log
 
+from .._zygote import run_cli
 from ..conftest import CLI
 
 
@@ -116,7 +117,7 @@ def test_cli_audit_verify_exit_codes(tmp_path: Path, damage: str) -> None:
     ws = tmp_path / "ws"
     path = ws / "audit.jsonl"
     _log_with(path, 4)
-    ok = subprocess.run([CLI, "--workspace", str(ws), "audit", "verify"], capture_output=True, text=True, check=False)
+    ok = run_cli([CLI, "--workspace", str(ws), "audit", "verify"])
     assert ok.returncode == 0, ok.stderr
     lines = _lines(path)
     if damage == "edit":
@@ -126,7 +127,7 @@ def test_cli_audit_verify_exit_codes(tmp_path: Path, damage: str) -> None:
     else:
         lines[1], lines[2] = lines[2], lines[1]
     path.write_text("".join(lines), "utf-8")
-    bad = subprocess.run([CLI, "--workspace", str(ws), "audit", "verify"], capture_output=True, text=True, check=False)
+    bad = run_cli([CLI, "--workspace", str(ws), "audit", "verify"])
     assert bad.returncode == 1
     assert "line 2" in bad.stderr
 

@@ -17,6 +17,7 @@ import pytest
 from mlops_supervisor.policies import AuditLog, PatternRedactor, PostgresAuditLog, redact_value
 from mlops_supervisor.policies.audit import _canonical, _line_hash
 from mlops_supervisor.testing import PostgresServer
+from tests._zygote import run_cli
 
 from ..conftest import CLI
 
@@ -175,9 +176,7 @@ def test_a_removed_middle_row_is_named(chain: PostgresAuditLog, url: str) -> Non
 
 def _cli(workspace: Path, env_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MLOPS_DATABASE_URL": env_url, "COLUMNS": "200"}
-    return subprocess.run(
-        [CLI, "--workspace", str(workspace), *args], capture_output=True, text=True, env=env, timeout=60, check=False
-    )
+    return run_cli([CLI, "--workspace", str(workspace), *args], env=env, timeout=60)
 
 
 def test_the_cli_verifies_and_shows_the_chain_in_postgres(chain: PostgresAuditLog, url: str, tmp_path: Path) -> None:

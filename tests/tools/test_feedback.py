@@ -38,6 +38,7 @@ from mlops_supervisor.tools.serving._feedback import MAX_GROUPS, feedback_contra
 from mlops_supervisor.tools.serving._model_server import _with_probabilities
 from mlops_supervisor.tools.serving._predictions import PredictionLog, answer_lines, prediction_lines
 from mlops_supervisor.tools.serving._router import Router, start_router
+from tests._zygote import run_cli
 from tests.conftest import CLI
 from tests.test_pipeline import _adult_slice, small_spec
 
@@ -534,9 +535,7 @@ def _labelled(served: dict[str, Any], first: int, count: int) -> pd.DataFrame:
 
 def _cli(ws: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run(
-        [CLI, "--workspace", str(ws), "--as", "alice", *args], capture_output=True, text=True, timeout=120, env=env
-    )
+    return run_cli([CLI, "--workspace", str(ws), "--as", "alice", *args], env=env)
 
 
 def test_feedback_by_cli_lands_once_and_is_audited(served: dict[str, Any], tmp_path: Path) -> None:
