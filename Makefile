@@ -11,13 +11,10 @@ system-deps:
 demo: setup
 	.venv/bin/mlops-supervisor demo
 
-# The type check runs first, so the README's (and CI's) test command includes it; then the test suite, then
-# the built-in agent eval suite (its JUnit and JSON reports kept in reports/). How the two pytest workers
-# share the tests (whole files, or single tests of the files split, longest first): tests/_schedule.py.
-# The slowest tests are listed at the end, so a slower CI run says where its time went.
-test: typecheck system-deps
-	.venv/bin/pytest -q -n 2 --dist loadscope --no-loadscope-reorder --durations=15
-	.venv/bin/mlops-supervisor eval --workers 2 --junit reports/eval-junit.xml --json reports/eval.json
+# The type check (beside the test suite), the test suite, then the built-in agent eval suite (its JUnit and JSON
+# reports kept in reports/): scripts/test.sh says why, and how the two pytest workers share the tests.
+test: setup system-deps
+	@bash scripts/test.sh
 
 lint: setup
 	.venv/bin/ruff check .
