@@ -173,7 +173,8 @@ def test_the_builtin_eval_suite_is_complete() -> None:
     assert len(scenarios) >= 40
     assert len({s.id for s in scenarios}) == len(scenarios)
     assert all(s.guarantee.strip() for s in scenarios if s.severity == "blocker")
-    assert (REPO / "Makefile").read_text("utf-8").count("mlops-supervisor eval --workers 2 --junit") == 1
+    assert "bash scripts/test.sh" in (REPO / "Makefile").read_text("utf-8")
+    assert (REPO / "scripts" / "test.sh").read_text("utf-8").count("mlops-supervisor eval --workers 2 --junit") == 1
 
 
 def test_graph_command_prints_mermaid(cli: CliRun) -> None:
