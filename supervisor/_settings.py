@@ -109,7 +109,8 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("MLOPS_KUBECONFIG", "KUBECONFIG"),
         description="kubeconfig of the cluster a kubernetes or kserve serving target deploys to (a path, or "
-        "KUBECONFIG's list of paths); without one, the pod's in-cluster service account",
+        "KUBECONFIG's list of paths); without one, ~/.kube/config when it exists, else the pod's in-cluster "
+        "service account",
     )
     kube_context: str | None = Field(
         default=None, description="the kubeconfig context to use; default the kubeconfig's current context"

@@ -408,8 +408,12 @@ def test_metrics_are_the_readers_and_the_host_is_exposed(emu: KubeEmulator) -> N
     assert b.host == "127.0.0.1"
 
 
-def test_from_config_reads_a_kubeconfig_and_names_a_bad_one(emu: KubeEmulator, tmp_path: Path) -> None:
-    """A kubeconfig's cluster is used; a missing file or context is a UsageError naming it."""
+def test_from_config_reads_a_kubeconfig_and_names_a_bad_one(
+    emu: KubeEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kubeconfig's cluster is used, ~/.kube/config when none is named; a missing file or context is a UsageError
+    naming it, and with no kubeconfig anywhere and no pod, the error names every place looked at."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     kubeconfig = tmp_path / "config"
     kubeconfig.write_text(
         yaml.safe_dump(
@@ -432,8 +436,13 @@ def test_from_config_reads_a_kubeconfig_and_names_a_bad_one(emu: KubeEmulator, t
         KubernetesBackend.from_config(
             form="kubernetes", serving=PLAIN, tracking_uri="x", kubeconfig=kubeconfig, context="nope"
         )
-    with pytest.raises(UsageError, match=r"in-cluster service account"):
+    with pytest.raises(UsageError, match=r"in-cluster service account.*KUBECONFIG.*~/.kube/config.*inside a pod"):
         KubernetesBackend.from_config(form="kubernetes", serving=PLAIN, tracking_uri="x")
+    # kubectl's default place, read when nothing names a kubeconfig
+    (tmp_path / "home" / ".kube").mkdir(parents=True)
+    (tmp_path / "home" / ".kube" / "config").write_text(kubeconfig.read_text())
+    served = KubernetesBackend.from_config(form="kubernetes", serving=PLAIN, tracking_uri="x")
+    assert served.models() == [] and emu.requests[-1].headers["Authorization"] == "Bearer t0ken"
 
 
 def test_status_reads_what_the_controller_reports(emu: KubeEmulator) -> None:

@@ -53,6 +53,7 @@ __all__ = ["RBAC_FILE", "KubernetesBackend"]
 Form = Literal["kubernetes", "kserve"]
 APPLY = "application/apply-patch+yaml"
 RBAC_FILE = "deploy/kubernetes/rbac.yaml"
+DEFAULT_KUBECONFIG = Path("~/.kube/config")  # kubectl's, when neither MLOPS_KUBECONFIG nor KUBECONFIG names one
 KSERVE = ("serving.kserve.io", "v1beta1", "inferenceservices")
 _SNAKE = {"Deployment": "deployment", "Service": "service", "ConfigMap": "config_map"}
 _SERVER_FIELDS = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink")
@@ -162,7 +163,10 @@ class KubernetesBackend:
         context: str | None = None,
         metrics: Callable[[str], dict[str, dict[str, Any]]] | None = None,
     ) -> KubernetesBackend:
-        """The backend on the cluster of ``kubeconfig`` (and ``context``), else the in-cluster service account."""
+        """The backend on the cluster of ``kubeconfig`` (and ``context``), else of ``~/.kube/config`` when there is
+        one (kubectl's default), else of the pod's in-cluster service account."""
+        if kubeconfig is None and DEFAULT_KUBECONFIG.expanduser().is_file():
+            kubeconfig = DEFAULT_KUBECONFIG.expanduser()
         try:
             if kubeconfig is not None:
                 api = config.new_client_from_config(config_file=str(kubeconfig), context=context)  # type: ignore[no-untyped-call]
@@ -174,7 +178,8 @@ class KubernetesBackend:
             where = f"kubeconfig {kubeconfig}" + (f" (context {context})" if context else "")
             raise UsageError(
                 f"cannot load the Kubernetes configuration from {where if kubeconfig else 'the in-cluster service account'}: "
-                f"{exc}; name a kubeconfig (MLOPS_KUBECONFIG) or run inside a pod with a service account"
+                f"{exc}; name a kubeconfig (MLOPS_KUBECONFIG or KUBECONFIG), put one at {DEFAULT_KUBECONFIG}, or run "
+                "inside a pod with a service account"
             ) from None
         return cls(api, form=form, serving=serving, tracking_uri=tracking_uri, metrics=metrics)
 
