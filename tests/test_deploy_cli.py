@@ -92,6 +92,35 @@ def test_a_registered_version_is_rendered_with_its_model_uri_and_evidence_digest
     assert "file:///models/small/1" in env.values()
 
 
+def test_a_registered_version_is_rendered_with_the_serving_it_was_trained_with(tmp_path: Path) -> None:
+    """What its deploy would use: the serving section of the spec the version's training run logged, not the one
+    given (a note says they differ); a version trained to serve locally has nothing to render, whatever is given."""
+    from mlflow import MlflowClient
+
+    from mlops_supervisor.tools import load_spec
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
+    client.create_registered_model("small-model")
+    for number, serving in ((1, {**PLAIN, "kubernetes": {**PLAIN["kubernetes"], "namespace": "prod"}}), (2, None)):
+        (tmp_path / f"v{number}").mkdir()
+        logged = yaml.safe_load(small_spec(tmp_path / f"v{number}", serving=serving or {"target": "local"}).read_text())
+        run = client.create_run(client.create_experiment(f"train-{number}"))
+        client.log_text(run.info.run_id, yaml.safe_dump(logged), "spec.yaml")
+        client.create_model_version(
+            "small-model", f"file:///models/small/{number}", tags={"mlops.training.run_id": run.info.run_id}
+        )
+    given = load_spec(small_spec(tmp_path, serving=PLAIN)).spec  # namespace ml
+    shown = preview(given, store_uri=store, tracking_uri=store, version=1)
+    assert {o["metadata"]["namespace"] for o in shown.objects} == {"prod"}
+    assert shown.notes == [
+        "rendered with the serving section small-model version 1 was trained with, which its deploy uses; "
+        "the spec given here has another"
+    ]
+    with pytest.raises(UsageError, match=r"nothing to render: the spec version 2 was trained from serves small-model"):
+        preview(given, store_uri=store, tracking_uri=store, version=2)
+
+
 def test_an_invalid_object_is_refused_naming_it_and_the_field() -> None:
     """A typo'd field fails Kubernetes' strict schema; a string percentage fails KServe's CRD: RunError, named."""
     plain = render(

@@ -3,8 +3,10 @@
 ``preview`` renders, with the spec's ``serving`` section, the objects the Kubernetes backend
 applies for a first deploy of one version (all traffic to it): the same ``_manifests.render``
 the backend's ``deploy`` uses. The version's model URI and gate evidence digest come from the
-registry when the version is registered; otherwise ``models:/MODEL/VERSION`` stands in and a note
-says so. A spec served locally has nothing to render (``UsageError``).
+registry when the version is registered, and so does its ``serving`` section: the one of the spec it
+was trained from (what its deploy uses), with a note when the spec given differs. For a version not
+registered, ``models:/MODEL/VERSION`` stands in and a note says so. A spec served locally has
+nothing to render (``UsageError``).
 """
 
 from __future__ import annotations
@@ -40,25 +42,35 @@ def preview(spec: PipelineSpec, *, store_uri: str | None, tracking_uri: str, ver
     """The objects deploying ``version`` (default: the newest registered, else 1) of ``spec``'s model would apply.
 
     ``store_uri`` is the registry to read the version from (None: no registry yet, nothing read);
-    ``tracking_uri`` is the one the cluster's model servers are given.
+    ``tracking_uri`` is the one the cluster's model servers are given. A registered version is
+    rendered with the ``serving`` section of the spec it was trained from, as its deploy would be;
+    ``spec``'s own stands in for a version not registered (or trained without a logged spec).
     """
     from mlops_supervisor.tools.serving._manifests import VersionServing, render
 
-    model, target = spec.model.name, spec.serving.target or "local"
-    kube = spec.serving.kubernetes
+    model = spec.model.name
+    notes: list[str] = []
+    found = _registered(model, version, store_uri) if store_uri else _Registered(version or 1)
+    number, serving, whose = found.version, spec.serving, "its spec"
+    if found.spec is not None:
+        if found.spec.serving != spec.serving:
+            notes.append(
+                f"rendered with the serving section {model} version {number} was trained with, which its deploy "
+                "uses; the spec given here has another"
+            )
+        serving, whose = found.spec.serving, f"the spec version {number} was trained from"
+    target, kube = serving.target or "local", serving.kubernetes
     if target == "local":
         raise UsageError(
-            f"nothing to render: {model}'s spec serves it locally (serving.target "
-            f"{spec.serving.target or 'not set'}); set serving.target to kubernetes or kserve, with a "
-            "serving.kubernetes section, to deploy to a cluster"
+            f"nothing to render: {whose} serves {model} locally (serving.target {serving.target or 'not set'}); "
+            "set serving.target to kubernetes or kserve, with a serving.kubernetes section, to deploy to a cluster"
         )
     if kube is None:
         raise UsageError(
-            f"serving.target is {target} but the spec has no serving.kubernetes section (namespace, image or "
+            f"serving.target is {target} but {whose} has no serving.kubernetes section (namespace, image or "
             "storage_uri); add it"
         )
-    notes: list[str] = []
-    number, uri, digest = _registered(model, version, store_uri) if store_uri else (version or 1, None, None)
+    uri = found.uri
     if uri is None:
         uri = f"models:/{model}/{number}"
         notes.append(
@@ -66,7 +78,12 @@ def preview(spec: PipelineSpec, *, store_uri: str | None, tracking_uri: str, ver
             f"its model URI is shown as {uri}"
         )
     objects = render(
-        model, {number: VersionServing(100, uri, digest)}, kube, form=target, tracking_uri=tracking_uri, canary=None
+        model,
+        {number: VersionServing(100, uri, found.digest)},
+        kube,
+        form=target,
+        tracking_uri=tracking_uri,
+        canary=None,
     )
     notes += validate_objects(objects)
     return Preview(model=model, version=number, form=target, objects=objects, notes=notes)
@@ -130,17 +147,34 @@ def validate_objects(objects: list[dict[str, Any]]) -> list[str]:
     return notes
 
 
-def _registered(model: str, version: int | None, store_uri: str) -> tuple[int, str | None, str | None]:
-    """(version, its model URI, its evidence digest) from the registry; URI and digest None where unknown."""
+@dataclass(frozen=True)
+class _Registered:
+    """A version as the registry holds it: its model URI, evidence digest and training spec, each None if unknown."""
+
+    version: int
+    uri: str | None = None
+    digest: str | None = None
+    spec: PipelineSpec | None = None
+
+
+def _registered(model: str, version: int | None, store_uri: str) -> _Registered:
+    """``version`` (default: the newest) of ``model`` in the registry at ``store_uri``."""
     from mlops_supervisor.policies.gates import evidence_digest
     from mlops_supervisor.tools.core import using_store
-    from mlops_supervisor.tools.registry import version_evidence
+    from mlops_supervisor.tools.registry import training_spec, version_evidence
 
     with using_store(store_uri) as client:
         # a checked model name (a slug) cannot break out of the quotes
         versions = {int(v.version): v for v in client.search_model_versions(f"name = '{model}'")}
         number = version if version is not None else (max(versions) if versions else 1)
         if number not in versions:
-            return number, None, None
-        # the digest of the evidence as it stands now; the deploy's gate reads it again
-        return number, str(versions[number].source), evidence_digest(version_evidence(client, model, number))
+            return _Registered(number)
+        found = versions[number]
+        run_id = found.tags.get("mlops.training.run_id")
+        return _Registered(
+            number,
+            str(found.source),
+            # the digest of the evidence as it stands now; the deploy's gate reads it again
+            evidence_digest(version_evidence(client, model, number)),
+            training_spec(client, run_id) if run_id else None,
+        )
