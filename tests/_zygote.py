@@ -2,8 +2,9 @@
 
 Importing the CLI with what a request needs (LangGraph, MLflow, scikit-learn, Presidio and its spaCy
 model) costs about 3 s of CPU; the command itself is often under 1 s. The suite starts well over a
-hundred CLI processes, so about half of its CLI time was imports. Here one process per test worker
-(the zygote, ``python -m tests._zygote``) imports all that once, then forks a child for each command.
+hundred CLI processes, so most of its CLI time was imports (``ask status``: 4.4 CPU-s started fresh,
+0.6 s forked). Here one process per test worker (the zygote, ``python -m tests._zygote``) imports all
+that once, then forks a child for each command.
 
 The child is still a process of its own, as ``subprocess.run([CLI, ...])`` makes one: its own pid,
 arguments, environment, working directory, standard input, output and error, exit status (a signal
@@ -137,6 +138,8 @@ def _waiter(conn: socket.socket) -> None:
             )
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the test stopped waiting (its timeout) and killed the command: nobody is left to answer
     except BaseException:  # noqa: BLE001 - the test sees no answer; this says why
         import traceback
 
