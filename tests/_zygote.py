@@ -81,6 +81,8 @@ def _child(request: dict[str, Any], stdin: str, out: str, err: str) -> None:
             os.dup2(opened, fd)
             os.close(opened)
         sys.argv = list(request["argv"])
+        # as the entry point script runs it: click names the program after argv[0] (not `python -m tests....`)
+        sys.modules["__main__"].__package__ = None
         from mlops_supervisor._cli import main
 
         try:
@@ -175,7 +177,9 @@ class Zygote:
     and ``text`` would (``TimeoutExpired`` after killing the command)."""
 
     def __init__(self) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="zygote-")
+        # a Unix socket's path has room for about 100 bytes: a long TMPDIR (a test's own) falls back to /tmp
+        short = len(tempfile.gettempdir()) < 60 or not Path("/tmp").is_dir()
+        self._dir = tempfile.TemporaryDirectory(prefix="zygote-", dir=None if short else "/tmp")
         self.path = str(Path(self._dir.name, "socket"))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests._zygote", self.path],

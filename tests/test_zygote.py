@@ -23,7 +23,8 @@ def _both(*args: str, cwd: Path, stdin: str | None = None) -> tuple[subprocess.C
 
 
 def test_exit_codes_streams_stdin_and_working_directory_match_a_fresh_process(tmp_path: Path) -> None:
-    """Exit 0 and 2, stdout and stderr, standard input and a workspace path relative to the working directory."""
+    """Exit 0 and 2 (ours and click's), stdout and stderr, standard input and a workspace path relative to the
+    working directory."""
     forked, fresh = _both("--workspace", "rel", "--as", "alice", "ask", "make me a sandwich", cwd=tmp_path)
     assert forked.returncode == fresh.returncode == 2
     assert "make me a sandwich" in forked.stderr and forked.stderr == fresh.stderr
@@ -34,6 +35,9 @@ def test_exit_codes_streams_stdin_and_working_directory_match_a_fresh_process(tm
         == (fresh.returncode, fresh.stdout)
         == (0, "mail <EMAIL_ADDRESS> about run 42\n")
     )
+    forked, fresh = _both("--no-such-option", cwd=tmp_path)  # click's usage error names the program as installed
+    assert forked.returncode == fresh.returncode == 2 and forked.stderr == fresh.stderr
+    assert "Try 'mlops-supervisor --help'" in forked.stderr
     forked, fresh = _both("--workspace", "rel", "--as", "alice", "policy", "show", cwd=tmp_path)
     assert forked.returncode == fresh.returncode == 0 and forked.stdout == fresh.stdout
     assert (tmp_path / "rel").is_dir()
