@@ -94,10 +94,15 @@ def _child(request: dict[str, Any], stdin: str, out: str, err: str) -> None:
             else:
                 print(exc.code, file=sys.stderr)
                 code = 1
+        except BaseException:  # noqa: BLE001 - printed and exit 1, as the interpreter does with an uncaught one
+            import traceback
+
+            traceback.print_exc()
+            code = 1
         # As the interpreter ends: threads joined, then atexit handlers (MLflow's, logging's flush).
         threading._shutdown()  # type: ignore[attr-defined]
         atexit._run_exitfuncs()
-    except BaseException:  # noqa: BLE001 - report whatever escaped, as an uncaught exception would be
+    except BaseException:  # noqa: BLE001 - the child's own setup or exit failed: say why
         import traceback
 
         traceback.print_exc()
