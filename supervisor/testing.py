@@ -971,9 +971,6 @@ class MlflowServer(_ServerProcess):
         self.start_timeout = start_timeout
         self.admin: tuple[str, str] = ("admin", f"admin-{secrets.token_urlsafe(18)}")
         """The admin's user name and password (only when ``auth``)."""
-        self.port: int | None = None
-        self._root: Path | None = None
-        self._proc: Any = None
 
     def _backend(self, root: Path) -> str:
         uri = self.backend_store_uri or f"sqlite:///{root / 'mlflow.db'}"
@@ -1136,9 +1133,6 @@ class PrometheusServer(_ServerProcess):
         self.scrape_interval = scrape_interval
         self.scrape_configs = list(scrape_configs)
         self.start_timeout = start_timeout
-        self.port: int | None = None
-        self._root: Path | None = None
-        self._proc: Any = None
         self._targets = itertools.count(1)
 
     def start(self) -> PrometheusServer:

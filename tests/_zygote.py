@@ -249,13 +249,14 @@ def run_cli(
     cwd: str | Path | None = None,
     input: str | None = None,
     timeout: float = 120,
+    fresh: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """``subprocess.run(argv, capture_output=True, text=True, ...)`` for a CLI command (``argv[0]`` is the
     ``mlops-supervisor`` entry point, only ``argv[1:]`` is read), forked from this process's zygote, started on
-    first use. ``MLOPS_TEST_FRESH_CLI=1`` starts every command from scratch instead (to compare)."""
+    first use. ``fresh=True``, or ``MLOPS_TEST_FRESH_CLI=1`` for every command, runs ``argv`` from scratch."""
     global _shared
     env = dict(os.environ if env is None else env)
-    if os.environ.get("MLOPS_TEST_FRESH_CLI") == "1":
+    if fresh or os.environ.get("MLOPS_TEST_FRESH_CLI") == "1":
         return subprocess.run(
             argv, input=input, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout, check=False
         )

@@ -150,11 +150,7 @@ def cli(workspace: Path) -> Iterator[CliRun]:
         if policy is not None:
             cmd += ["--policy", str(policy)]
         env = {**os.environ, "COLUMNS": "200"}  # keep rich from wrapping messages the tests read
-        if not fresh:
-            return run_cli([*cmd, *args], env=env, cwd=cwd, timeout=timeout)
-        return subprocess.run(
-            [*cmd, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False, env=env
-        )
+        return run_cli([*cmd, *args], env=env, cwd=cwd, timeout=timeout, fresh=fresh)
 
     yield run
     from mlops_supervisor.tools.serving import LocalBackend

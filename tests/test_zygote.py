@@ -15,11 +15,7 @@ from tests.conftest import CLI
 
 def _both(*args: str, cwd: Path, stdin: str | None = None) -> tuple[subprocess.CompletedProcess[str], ...]:
     env = {**os.environ, "COLUMNS": "200"}
-    forked = run_cli([CLI, *args], env=env, cwd=cwd, input=stdin)
-    fresh = subprocess.run(
-        [CLI, *args], input=stdin, capture_output=True, text=True, env=env, cwd=cwd, timeout=120, check=False
-    )
-    return forked, fresh
+    return tuple(run_cli([CLI, *args], env=env, cwd=cwd, input=stdin, fresh=fresh) for fresh in (False, True))
 
 
 def test_exit_codes_streams_stdin_and_working_directory_match_a_fresh_process(tmp_path: Path) -> None:

@@ -73,6 +73,12 @@ def training_spec(client: Any, run_id: str) -> PipelineSpec:
     return PipelineSpec.model_validate(yaml.safe_load(text))
 
 
+def trained_from(client: Any, found: Any) -> PipelineSpec | None:
+    """The spec the model version ``found`` was trained from (its training run's ``spec.yaml``); None without one."""
+    run_id = found.tags.get("mlops.training.run_id")
+    return training_spec(client, run_id) if run_id else None
+
+
 def model_version(client: Any, model: str, version: int) -> Any:
     """``model`` ``version`` as MLflow holds it; ``InvalidInputError`` (``unknown_model_version``) when there is none."""
     try:

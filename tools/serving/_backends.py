@@ -41,12 +41,10 @@ KubeForm = Literal["kubernetes", "kserve"]
 
 def version_serving(ctx: ToolContext, model: str, version: int) -> PipelineSpec | None:
     """The spec ``model`` ``version`` was trained from (its training run's ``spec.yaml``); None without one."""
-    from mlops_supervisor.tools.registry import model_version, training_spec  # the registry imports serving
+    from mlops_supervisor.tools.registry import model_version, trained_from  # the registry imports serving
 
     with using_store(ctx.store_uri) as client:
-        found = model_version(client, model, version)
-        run_id = found.tags.get("mlops.training.run_id")
-        return training_spec(client, run_id) if run_id else None
+        return trained_from(client, model_version(client, model, version))
 
 
 def _no_prometheus(model: str) -> dict[str, dict[str, Any]]:

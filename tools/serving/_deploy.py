@@ -38,7 +38,7 @@ from mlops_supervisor.tools.registry import (
     champion_allowed,
     model_version,
     set_champion,
-    training_spec,
+    trained_from,
     version_evidence,
 )
 from mlops_supervisor.tools.serving._backend import ServingBackend, staging_endpoint
@@ -199,8 +199,8 @@ def _canary_plan_decision(ctx: ToolContext, plan: DeploymentSpec) -> Decision:
 
 def _deployment_spec(client: Any, found: Any) -> DeploymentSpec:
     """The ``deployment`` section of the spec the model version ``found`` was trained from; the defaults without one."""
-    run_id = found.tags.get("mlops.training.run_id")
-    return training_spec(client, run_id).deployment if run_id else DeploymentSpec()
+    spec = trained_from(client, found)
+    return spec.deployment if spec is not None else DeploymentSpec()
 
 
 def _mark_deployed(client: Any, ctx: ToolContext, model: str, version: int) -> None:

@@ -166,11 +166,11 @@ def record_serving_version(
 
     ``policy`` is the one in force: whether the router may take labels is decided here, at deploy.
     """
-    from mlops_supervisor.tools.registry import model_version, training_spec
+    from mlops_supervisor.tools.registry import model_version, trained_from
 
-    tags = dict(model_version(client, model, version).tags)
-    run_id = tags.get("mlops.training.run_id")
-    spec = training_spec(client, run_id) if run_id else None
+    found = model_version(client, model, version)
+    tags = dict(found.tags)
+    spec = trained_from(client, found)
     path = Path(model_dir) / CONTRACT_FILE
     previous = json.loads(path.read_text("utf-8")) if path.exists() else None
     contract = feedback_contract(model, version, tags, spec, previous, policy)

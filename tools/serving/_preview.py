@@ -161,7 +161,7 @@ def _registered(model: str, version: int | None, store_uri: str) -> _Registered:
     """``version`` (default: the newest) of ``model`` in the registry at ``store_uri``."""
     from mlops_supervisor.policies.gates import evidence_digest
     from mlops_supervisor.tools.core import using_store
-    from mlops_supervisor.tools.registry import training_spec, version_evidence
+    from mlops_supervisor.tools.registry import trained_from, version_evidence
 
     with using_store(store_uri) as client:
         # a checked model name (a slug) cannot break out of the quotes
@@ -170,11 +170,10 @@ def _registered(model: str, version: int | None, store_uri: str) -> _Registered:
         if number not in versions:
             return _Registered(number)
         found = versions[number]
-        run_id = found.tags.get("mlops.training.run_id")
         return _Registered(
             number,
             str(found.source),
             # the digest of the evidence as it stands now; the deploy's gate reads it again
             evidence_digest(version_evidence(client, model, number)),
-            training_spec(client, run_id) if run_id else None,
+            trained_from(client, found),
         )
