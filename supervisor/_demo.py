@@ -301,7 +301,10 @@ def _run_demo(
         with Supervisor(root, model="offline", user=requester, key=keys.path(requester)) as sup:
             say("[bold]6b. Monitoring: a window of traffic from people 15 years older than the training data[/]")
             older = [{**row, "age": row["age"] + 15} for row in rows]
-            _traffic(url, older, 150, batch=10)
+            # The router keeps a random tenth of the requests (``sample_rate``) and drift is judged on at
+            # least ``monitoring.min_samples`` (100) sampled rows: 400 requests of 10 rows keep about 400
+            # (too few: 2 runs in 10 billion); 150 requests kept too few in 3 runs in 100 (binomial, exact).
+            _traffic(url, older, 400, batch=10)
             watched = sup.ask(f"metrics {model} then drift {model}")
             out = _outputs(watched)
             drift = out.get("drift_report", {})
@@ -311,7 +314,8 @@ def _run_demo(
                 alert is not None,
                 f"{alert['message']}; rollback: `{alert['runbook']['rollback']}`; plot {drift.get('plot')}"
                 if alert
-                else f"drifted: {drift.get('drifted')}",
+                else f"drifted: {drift.get('drifted')} over {drift.get('live_rows')} sampled rows; "
+                f"age: {drift.get('features', {}).get('age')}",
             )
 
             say(
